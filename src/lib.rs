@@ -1,0 +1,33 @@
+//! # ofc-signer
+//!
+//! A self-hosted, BitGo-Express-compatible signing proxy for OFC trading accounts.
+//!
+//! Data flows one way: **request → route → (upstream client | key source) → core → response**.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | Express-compatible CLI flags and `BITGO_*` variables; startup checks |
+//! | [`server`] | shared state, request pipeline, accept loop, graceful shutdown |
+//! | [`routes`] | one file per route family: [`routes::sign_payload`], [`routes::local`] |
+//! | [`error`] | the one error type and the one renderer of Express's error body |
+//! | [`upstream`] | the BitGo API client: [`upstream::hmac`] (auth v2/v3), [`upstream::client`] |
+//! | [`keys`] | key envelopes ([`keys::envelope`]), extended keys ([`keys::xprv`]), passphrases, KDF pool |
+//! | [`js_json`] | pure: V8-exact `JSON.parse` → `JSON.stringify` (payload canonicalisation) |
+//! | [`message_sign`] | pure: Bitcoin signed-message digest and compact recoverable signature |
+//! | [`sandbox`] | an in-process fake BitGo API for `--demo`, tests and benchmarks |
+//!
+//! The core ([`js_json`], [`message_sign`], [`keys::envelope`], [`keys::xprv`],
+//! [`upstream::hmac`]) does no I/O and knows nothing about HTTP; the edges know nothing about
+//! cryptography.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod js_json;
+pub mod keys;
+pub mod message_sign;
+pub mod routes;
+pub mod sandbox;
+pub mod server;
+pub mod upstream;

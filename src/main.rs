@@ -1,0 +1,166 @@
+//! `ofc-signer`: parse the configuration, set up logging, run the server. Nothing else.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use ofc_signer::config::{Cli, Config, Env};
+use ofc_signer::sandbox::{self, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DOCS_TOKEN, DOCS_WALLET_ID};
+use ofc_signer::server::{self, AppState, ConnectionSettings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("ofc-signer {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fatal(&format!("cannot start the runtime: {error}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fatal(&message),
+    }
+}
+
+/// Spec §11.6: fatal startup errors print `Fatal error: <message>` and exit non-zero.
+fn fatal(message: &str) -> ExitCode {
+    eprintln!("Fatal error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut env = Env::from_process();
+    let demo = cli.demo;
+    let mut config = Config::resolve(cli, &env).map_err(|e| e.0)?;
+    init_logging(&config)?;
+    for warning in &config.warnings {
+        eprintln!("{warning}");
+    }
+
+    // --demo: an embedded sandbox BitGo with the documentation's wallet.
+    let demo_sandbox = if demo {
+        let (sandbox, _xpub) = sandbox::start_demo().await?;
+        config.environment.name = "custom".to_string();
+        config.environment.base_url = sandbox.url();
+        config.custom_root_uri = Some(sandbox.url());
+        env.set(
+            format!("WALLET_{DOCS_WALLET_ID}_PASSPHRASE"),
+            DEMO_PASSPHRASE,
+        );
+        Some(sandbox)
+    } else {
+        None
+    };
+    config.check_supported().map_err(|e| e.0)?;
+
+    let address = format!("{}:{}", config.bind, config.port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|e| format!("listen {address}: {e}"))?;
+    let settings = ConnectionSettings::from_config(&config);
+    let banner = config.banner();
+    let log_location = config.logfile_absolute();
+    let state = Arc::new(AppState::new(config, &env)?);
+    let app = server::router(state);
+
+    for line in banner {
+        println!("{line}");
+    }
+    if let Some(path) = log_location {
+        println!("Log location: {}", path.display());
+    }
+    if demo_sandbox.is_some() {
+        print_demo_instructions(&address);
+    }
+
+    server::serve_listener(
+        listener,
+        app,
+        settings,
+        shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await;
+    drop(demo_sandbox);
+    Ok(())
+}
+
+fn print_demo_instructions(address: &str) {
+    let host = address.replace("0.0.0.0", "localhost");
+    println!();
+    println!(
+        "Demo sandbox: BitGo's documentation wallet {DOCS_WALLET_ID} is served by an embedded fake BitGo API."
+    );
+    println!("Sign a payload (the command from BitGo's documentation):");
+    println!();
+    println!("  curl -X POST http://{host}/api/v2/ofc/signPayload \\");
+    println!("    -H \"Authorization: Bearer {DOCS_TOKEN}\" \\");
+    println!("    -H \"Content-Type: application/json\" \\");
+    println!(
+        "    -d '{{\"walletId\": \"{DOCS_WALLET_ID}\", \"payload\": {{\"this\": {{\"is\": {{\"a\": \"payload\"}}}}}}}}'"
+    );
+    println!();
+    println!(
+        "The sandbox also accepts the HMAC token {DEMO_HMAC_TOKEN} and the passphrase \"{DEMO_PASSPHRASE}\" (demo values, not secrets)."
+    );
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let default = if config.debug_namespaces.is_empty() {
+        "info"
+    } else {
+        "debug"
+    };
+    let filter =
+        EnvFilter::try_from_env("OFC_SIGNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &config.logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

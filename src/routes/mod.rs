@@ -1,0 +1,312 @@
+//! Routing and request decoding, Express style (spec §0, §5.1).
+//!
+//! Express matches routes case-insensitively, tolerates a trailing slash and first collapses
+//! every `//` in the URL; [`resolve`] does the same over a fixed table. Typed routes decode a JSON
+//! body only when the request says it is JSON ([`read_typed_body`]); body-parser failures keep
+//! their status codes (400 / 413 / 415) but get Express's JSON error body (spec §11.8).
+//!
+//! One file per route family: [`sign_payload`] (the OFC signing route) and [`local`] (ping,
+//! pingexpress, encrypt, decrypt).
+
+pub mod local;
+pub mod sign_payload;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::BodyExt;
+
+use crate::error::{ApiError, Secrets};
+use crate::js_json::{self, JsObject, JsValue};
+use crate::upstream::hmac::AccessToken;
+
+/// body-parser's `limit: '20mb'`: 20 971 520 bytes are accepted, one more is 413.
+pub const BODY_LIMIT: usize = 20 * 1024 * 1024;
+
+/// The routes this server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    SignPayload,
+    Ping,
+    PingExpress,
+    Encrypt,
+    Decrypt,
+    /// Not a BitGo API path: 404 `bitgo-express can only proxy BitGo API requests`.
+    NotApi,
+    /// A BitGo API path Express would proxy upstream.
+    Proxy,
+}
+
+/// Express's URL normalisation: every `//` becomes `/` in one left-to-right pass.
+pub fn collapse_double_slashes(path: &str) -> String {
+    path.replace("//", "/")
+}
+
+/// Matches `method` + `path` (no query) against the route table, as Express does.
+pub fn resolve(method: &Method, path: &str) -> Route {
+    let path = collapse_double_slashes(path);
+    let trimmed = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&path);
+    let lower = trimmed.to_ascii_lowercase();
+    let typed = match (method, lower.as_str()) {
+        (&Method::POST, "/api/v2/ofc/signpayload") => Some(Route::SignPayload),
+        (&Method::GET, "/api/v1/ping" | "/api/v2/ping") => Some(Route::Ping),
+        (&Method::GET, "/api/v1/pingexpress" | "/api/v2/pingexpress") => Some(Route::PingExpress),
+        (&Method::POST, "/api/v1/encrypt" | "/api/v2/encrypt") => Some(Route::Encrypt),
+        (&Method::POST, "/api/v1/decrypt" | "/api/v2/decrypt") => Some(Route::Decrypt),
+        _ => None,
+    };
+    // The catch-all proxy test `^/api` is case-sensitive (spec §5.1 route 9).
+    typed.unwrap_or(
+        if path.starts_with("/api") || path.starts_with("/oauth/token") {
+            Route::Proxy
+        } else {
+            Route::NotApi
+        },
+    )
+}
+
+/// A decoded typed-route body and the secrets it carries (for error redaction).
+pub struct TypedBody {
+    pub value: JsValue,
+    pub secrets: Secrets,
+}
+
+/// The caller's access token from `Authorization: Bearer <token>` (spec §0.2): exactly two parts
+/// split on single spaces, the first `bearer` in any case; anything else means no token. Header
+/// bytes are read as Latin-1, as Node does.
+pub fn access_token(headers: &HeaderMap) -> Option<AccessToken> {
+    let raw = headers.get(header::AUTHORIZATION)?;
+    let text: String = raw.as_bytes().iter().map(|&b| b as char).collect();
+    let mut parts = text.split(' ');
+    let (scheme, token) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() || !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(AccessToken::new(token))
+}
+
+/// The client's `User-Agent` (Latin-1), appended to ours upstream.
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .map(|v| v.as_bytes().iter().map(|&b| b as char).collect())
+}
+
+/// What the `Content-Type` says about a body, per body-parser's json parser.
+enum BodyKind {
+    /// Not JSON (or no body): typed routes decode against `{}`.
+    Ignored,
+    Json,
+    UnsupportedCharset(String),
+}
+
+fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().is_empty());
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return BodyKind::Ignored;
+    };
+    let mut params = content_type.split(';');
+    let mime = params.next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" || !has_body {
+        return BodyKind::Ignored;
+    }
+    for param in params {
+        if let Some((name, value)) = param.split_once('=')
+            && name.trim().eq_ignore_ascii_case("charset")
+        {
+            let charset = value.trim().trim_matches('"').to_ascii_lowercase();
+            if charset != "utf-8" && charset != "utf8" {
+                return BodyKind::UnsupportedCharset(charset.to_ascii_uppercase());
+            }
+        }
+    }
+    BodyKind::Json
+}
+
+/// Reads the whole body, at most [`BODY_LIMIT`] bytes (413 beyond, without reading further when
+/// `Content-Length` already says so).
+pub async fn read_body(parts: &Parts, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::body_parser(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLargeError",
+            "request entity too large",
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::body_parser(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "request aborted",
+        )),
+    }
+}
+
+/// Reads and decodes a typed route's body like Express's global JSON parser (spec §0.1 step 3,
+/// §0.1 step 7): JSON content types are parsed strictly, anything else decodes as `{}`.
+pub async fn read_typed_body(parts: &Parts, body: Body) -> Result<TypedBody, ApiError> {
+    let kind = body_kind(&parts.headers);
+    if let Some(encoding) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        let encoding = encoding.trim().to_ascii_lowercase();
+        if matches!(kind, BodyKind::Json) && encoding != "identity" {
+            return Err(ApiError::body_parser(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaTypeError",
+                format!("unsupported content encoding \"{encoding}\""),
+            ));
+        }
+    }
+    let bytes = read_body(parts, body).await?;
+    let value = match kind {
+        BodyKind::Ignored => JsValue::Object(JsObject::new()),
+        BodyKind::UnsupportedCharset(charset) => {
+            return Err(ApiError::body_parser(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaTypeError",
+                format!("unsupported charset \"{charset}\""),
+            ));
+        }
+        BodyKind::Json => js_json::parse_body(&bytes).map_err(|e| {
+            ApiError::body_parser(StatusCode::BAD_REQUEST, "SyntaxError", e.to_string())
+        })?,
+    };
+    let secrets = Secrets::from_request_body(&value);
+    Ok(TypedBody { value, secrets })
+}
+
+/// io-ts style validation messages (spec §0.4).
+pub mod validation {
+    use crate::js_json::JsValue;
+
+    /// `String(v)` as the message shows it: objects and arrays JSON-encoded, others as JS prints them.
+    pub fn shown(value: &JsValue) -> String {
+        match value {
+            JsValue::String(s) => s.to_utf8_lossy().into_owned(),
+            JsValue::Number(n) => crate::js_json::number_to_string(*n),
+            JsValue::Bool(b) => b.to_string(),
+            JsValue::Null => "null".to_string(),
+            JsValue::Array(_) | JsValue::Object(_) => value.to_json(),
+        }
+    }
+
+    /// Collects one message per failing path and joins them Express's way.
+    #[derive(Default)]
+    pub struct Messages(Vec<String>);
+
+    impl Messages {
+        pub fn missing(&mut self, path: &str) {
+            self.0.push(format!("Missing required field '{path}'"));
+        }
+
+        pub fn invalid(&mut self, path: &str, expected: &str, got: &JsValue) {
+            self.0.push(format!(
+                "Invalid value for '{path}': expected {expected}, got '{}'",
+                shown(got)
+            ));
+        }
+
+        /// `Ok` when nothing failed, else the joined message (`. `-separated, `.`-terminated).
+        pub fn finish(self) -> Result<(), String> {
+            if self.0.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{}.", self.0.join(". ")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_like_express() {
+        assert_eq!(
+            resolve(&Method::POST, "/api/v2/ofc/signPayload"),
+            Route::SignPayload
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/API/V2/OFC/SIGNPAYLOAD"),
+            Route::SignPayload
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/api/v2/ofc/signPayload/"),
+            Route::SignPayload
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/api//v2/ofc/signPayload"),
+            Route::SignPayload
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/api/v2/ofc/signPayload"),
+            Route::Proxy
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/api/v1/pingexpress"),
+            Route::PingExpress
+        );
+        assert_eq!(resolve(&Method::GET, "/api/v2/ping"), Route::Ping);
+        assert_eq!(resolve(&Method::POST, "/api/v2/decrypt"), Route::Decrypt);
+        assert_eq!(resolve(&Method::GET, "/foo"), Route::NotApi);
+        assert_eq!(resolve(&Method::GET, "/API/network/v1/x"), Route::NotApi);
+        assert_eq!(resolve(&Method::GET, "/oauth/token"), Route::Proxy);
+    }
+
+    #[test]
+    fn bearer_tokens_follow_express() {
+        let token = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            access_token(&headers).map(|t| t.expose().to_string())
+        };
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER t").as_deref(), Some("t"));
+        assert_eq!(token("bearer  t"), None);
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer a b"), None);
+    }
+
+    #[test]
+    fn validation_messages() {
+        let mut messages = validation::Messages::default();
+        messages.missing("walletId");
+        messages.invalid("walletPassphrase", "string", &JsValue::Null);
+        assert_eq!(
+            messages.finish(),
+            Err("Missing required field 'walletId'. Invalid value for 'walletPassphrase': expected string, got 'null'.".to_string())
+        );
+        assert_eq!(
+            validation::shown(&js_json::parse(r#"["a"]"#).unwrap()),
+            r#"["a"]"#
+        );
+        assert_eq!(validation::shown(&JsValue::Number(123.0)), "123");
+    }
+}

@@ -1,0 +1,302 @@
+//! `POST /api/v2/ofc/signPayload` (spec §1.1–1.4, §1.7): the trading-account signature.
+//!
+//! 1. Decode the body like Express's typed route (400 `ValidationError` otherwise).
+//! 2. The payload string: a JSON string payload is signed as sent; anything else is the V8-exact
+//!    `JSON.stringify` of the parsed value.
+//! 3. Normal mode: `GET /api/v2/ofc/wallet/<id>` with the caller's token; passphrase from the body,
+//!    else `WALLET_<id>_PASSPHRASE`; with a passphrase `GET /api/v2/ofc/key/<keys[0]>`, decrypt the
+//!    user key and sign locally; without one ask BitGo to sign (`POST …/tx/sign`).
+//! 4. Respond `{"payload": <payload string>, "signature": <hex>}`.
+
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, json_response};
+use crate::js_json::{JsString, JsValue};
+use crate::keys;
+use crate::message_sign::sign_message_hex;
+use crate::routes::validation::Messages;
+use crate::routes::{TypedBody, access_token, user_agent};
+use crate::server::AppState;
+use crate::upstream::client::{UpstreamRequest, encode_path_segment};
+
+/// A decoded signPayload request.
+#[derive(Debug)]
+pub struct SignPayloadRequest {
+    pub wallet_id: JsString,
+    /// The exact text that is signed (and echoed back as `payload`).
+    pub payload: JsString,
+    pub wallet_passphrase: Option<Zeroizing<String>>,
+}
+
+/// Decodes the body against the typed route's codec (spec §1.1): `walletId` a non-empty string,
+/// `payload` any JSON value (required), `walletPassphrase` an optional string.
+pub fn decode(body: &JsValue) -> Result<SignPayloadRequest, ApiError> {
+    let Some(object) = body.as_object() else {
+        // A top-level array: every path is empty, so the message is empty (spec §0.4).
+        return Err(ApiError::validation(""));
+    };
+    let mut messages = Messages::default();
+    let wallet_id = match object.get("walletId") {
+        None => {
+            messages.missing("walletId");
+            None
+        }
+        Some(JsValue::String(id)) if !id.is_empty() => Some(id.clone()),
+        Some(other) => {
+            messages.invalid("walletId", "NonEmptyString", other);
+            None
+        }
+    };
+    let payload = match object.get("payload") {
+        None => {
+            messages.missing("payload");
+            None
+        }
+        Some(JsValue::String(text)) => Some(text.clone()),
+        Some(value) => Some(JsString::from(value.to_json())),
+    };
+    let wallet_passphrase = match object.get("walletPassphrase") {
+        None => None,
+        Some(JsValue::String(passphrase)) => {
+            Some(Zeroizing::new(passphrase.to_utf8_lossy().into_owned()))
+        }
+        Some(other) => {
+            messages.invalid("walletPassphrase", "string", other);
+            None
+        }
+    };
+    messages.finish().map_err(ApiError::validation)?;
+    match (wallet_id, payload) {
+        (Some(wallet_id), Some(payload)) => Ok(SignPayloadRequest {
+            wallet_id,
+            payload,
+            wallet_passphrase,
+        }),
+        _ => Err(ApiError::internal("request decoding failed")),
+    }
+}
+
+/// `{"payload": …, "signature": …}` with V8's string escaping; an undefined signature (a remote
+/// signer that answered without one) is omitted, as `JSON.stringify` does.
+pub fn response_body(payload: &JsString, signature: Option<&JsValue>) -> String {
+    let mut out = String::with_capacity(payload.as_wtf8_bytes().len() + 160);
+    out.push_str("{\"payload\":");
+    payload.write_json(&mut out);
+    if let Some(signature) = signature {
+        out.push_str(",\"signature\":");
+        signature.write_json(&mut out);
+    }
+    out.push('}');
+    out
+}
+
+/// Serves the route in normal mode (spec §1.4).
+pub async fn handle(
+    state: &AppState,
+    parts: &Parts,
+    body: &TypedBody,
+) -> Result<Response, ApiError> {
+    let request = decode(&body.value)?;
+    let token = access_token(&parts.headers);
+    let client_ua = user_agent(&parts.headers);
+    let wallet_id_text = request.wallet_id.to_utf8_lossy().into_owned();
+
+    // Step 1: the wallet, with the caller's token — BitGo's authorization check.
+    let wallet_path = format!(
+        "/api/v2/ofc/wallet/{}",
+        encode_path_segment(&wallet_id_text)
+    );
+    let request_id =
+        HeaderValue::from_str(&format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
+            .map_err(|_| ApiError::internal("request id"))?;
+    let wallet = state
+        .upstream
+        .send(
+            UpstreamRequest::new(Method::GET, &wallet_path)
+                .token(token.as_ref())
+                .client_user_agent(client_ua.as_deref())
+                .header(http::HeaderName::from_static("request-id"), request_id),
+        )
+        .await?
+        .json();
+    if !matches!(wallet, JsValue::Object(_)) {
+        return Err(ApiError::api_response(
+            StatusCode::NOT_FOUND,
+            format!("Could not find OFC wallet {wallet_id_text}"),
+        ));
+    }
+
+    // Step 2: body passphrase (an empty string counts as given), else the environment, keyed by
+    // the id BitGo returned.
+    let env_wallet_id = wallet
+        .get("id")
+        .and_then(JsValue::as_str)
+        .unwrap_or(&wallet_id_text);
+    let passphrase = request.wallet_passphrase.or_else(|| {
+        state
+            .passphrases
+            .get(env_wallet_id)
+            .map(|p| Zeroizing::new(p.to_string()))
+    });
+
+    let keys = wallet
+        .get("keys")
+        .and_then(JsValue::as_array)
+        .unwrap_or_default();
+    let signature = match passphrase.filter(|p| !p.is_empty()) {
+        // Step 4: no passphrase — BitGo signs with its key, if the wallet allows it.
+        None => {
+            let user_key_signing_required = wallet
+                .get("coinSpecific")
+                .and_then(|c| c.get("userKeySigningRequired"))
+                .filter(|v| !v.is_null())
+                .or_else(|| {
+                    wallet
+                        .get("userKeySigningRequired")
+                        .filter(|v| !v.is_null())
+                })
+                .map(JsValue::is_truthy)
+                .unwrap_or(true);
+            if user_key_signing_required {
+                return Err(ApiError::internal(
+                    "Wallet must use user key to sign ofc transaction, please provide the wallet passphrase, the private key, or visit your wallet settings page to configure one.",
+                ));
+            }
+            if keys.len() < 2 {
+                return Err(ApiError::internal(
+                    "Wallet does not support BitGo signing. Please reach out to support@bitgo.com to resolve this issue.",
+                ));
+            }
+            let mut sign_body = String::from("{\"payload\":");
+            request.payload.write_json(&mut sign_body);
+            sign_body.push('}');
+            let sign_path = format!("{wallet_path}/tx/sign");
+            let signed = state
+                .upstream
+                .send(
+                    UpstreamRequest::new(Method::POST, &sign_path)
+                        .json_body(sign_body)
+                        .token(token.as_ref())
+                        .client_user_agent(client_ua.as_deref()),
+                )
+                .await?
+                .json();
+            signed.get("signature").cloned()
+        }
+        // Step 5: the user key, decrypted with the passphrase, signs locally.
+        Some(passphrase) => {
+            let key_id = keys
+                .first()
+                .map(crate::routes::validation::shown)
+                .ok_or_else(|| {
+                    ApiError::internal("Cannot read properties of undefined (reading '0')")
+                })?;
+            let key_path = format!("/api/v2/ofc/key/{}", encode_path_segment(&key_id));
+            let keychain = state
+                .upstream
+                .send(
+                    UpstreamRequest::new(Method::GET, &key_path)
+                        .token(token.as_ref())
+                        .client_user_agent(client_ua.as_deref()),
+                )
+                .await?
+                .json();
+            let encrypted = match keychain.get("encryptedPrv") {
+                Some(JsValue::String(text)) if !text.is_empty() => {
+                    text.to_utf8_lossy().into_owned()
+                }
+                Some(value) if value.is_truthy() => {
+                    return Err(ApiError::internal(format!(
+                        "Expecting parameter string: input but found {}",
+                        value.type_of()
+                    )));
+                }
+                _ => {
+                    return Err(ApiError::internal(
+                        "Expected encryptedPrv to be present on user keychain.",
+                    ));
+                }
+            };
+            let xprv = state.kdf.decrypt(passphrase, encrypted).await?;
+            let key = keys::signing_key(&xprv)?;
+            Some(JsValue::from(sign_message_hex(
+                &key,
+                request.payload.to_utf8_lossy().as_bytes(),
+            )))
+        }
+    };
+
+    Ok(json_response(
+        StatusCode::OK,
+        response_body(&request.payload, signature.as_ref()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::js_json::parse;
+
+    fn error_of(body: &str) -> String {
+        decode(&parse(body).unwrap()).unwrap_err().message_text()
+    }
+
+    #[test]
+    fn validation_table_of_spec_1_1() {
+        assert_eq!(
+            error_of("{}"),
+            "Missing required field 'walletId'. Missing required field 'payload'."
+        );
+        assert_eq!(
+            error_of(r#"{"walletId":"w"}"#),
+            "Missing required field 'payload'."
+        );
+        assert_eq!(
+            error_of(r#"{"walletId":"","payload":{}}"#),
+            "Invalid value for 'walletId': expected NonEmptyString, got ''."
+        );
+        assert_eq!(
+            error_of(r#"{"walletId":123,"payload":{}}"#),
+            "Invalid value for 'walletId': expected NonEmptyString, got '123'."
+        );
+        assert_eq!(
+            error_of(r#"{"walletId":null,"payload":{}}"#),
+            "Invalid value for 'walletId': expected NonEmptyString, got 'null'."
+        );
+        assert_eq!(
+            error_of(r#"{"walletId":["a"],"payload":{}}"#),
+            r#"Invalid value for 'walletId': expected NonEmptyString, got '["a"]'."#
+        );
+        for (value, shown) in [("123", "123"), ("null", "null"), ("true", "true")] {
+            assert_eq!(
+                error_of(&format!(
+                    r#"{{"walletId":"w","payload":1,"walletPassphrase":{value}}}"#
+                )),
+                format!("Invalid value for 'walletPassphrase': expected string, got '{shown}'.")
+            );
+        }
+        assert_eq!(error_of("[]"), "");
+    }
+
+    #[test]
+    fn payload_strings() {
+        let decoded = |body: &str| decode(&parse(body).unwrap()).unwrap().payload;
+        assert_eq!(
+            decoded(r#"{"walletId":"w","payload":"hello world"}"#),
+            "hello world"
+        );
+        assert_eq!(
+            decoded(r#"{"walletId":"w","payload":{ "a": 1.50 }}"#),
+            r#"{"a":1.5}"#
+        );
+        assert_eq!(decoded(r#"{"walletId":"w","payload":0}"#), "0");
+        assert_eq!(decoded(r#"{"walletId":"w","payload":null}"#), "null");
+        assert_eq!(
+            response_body(&JsString::from("x\"y"), Some(&JsValue::from("ab"))),
+            r#"{"payload":"x\"y","signature":"ab"}"#
+        );
+    }
+}

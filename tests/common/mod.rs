@@ -1,0 +1,233 @@
+//! Test harness: the SDK vectors, a sandbox BitGo, and ofc-signer itself, all on real sockets
+//! (`127.0.0.1:0`).
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clap::Parser;
+use ofc_signer::config::{Cli, Config, Env};
+use ofc_signer::js_json::{self, JsValue};
+use ofc_signer::sandbox::{Sandbox, SandboxWallet, keychain_document};
+use ofc_signer::server::{self, AppState, ConnectionSettings};
+use ofc_signer::upstream::client::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The SDK vectors (tests/vectors/sdk-vectors.json), parsed once.
+pub fn vectors() -> &'static JsValue {
+    static VECTORS: OnceLock<JsValue> = OnceLock::new();
+    VECTORS.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/sdk-vectors.json"
+        );
+        let text = std::fs::read_to_string(path).expect("tests/vectors/sdk-vectors.json");
+        js_json::parse(&text).expect("vectors are JSON")
+    })
+}
+
+/// The entries of one vector kind.
+pub fn kind(name: &str) -> &'static [JsValue] {
+    vectors()
+        .get(name)
+        .and_then(JsValue::as_array)
+        .expect("vector kind")
+}
+
+/// A string field of a vector.
+pub fn text(v: &JsValue, key: &str) -> String {
+    match v.get(key) {
+        Some(JsValue::String(s)) => s.to_utf8_lossy().into_owned(),
+        other => panic!("field {key} is not a string: {other:?}"),
+    }
+}
+
+pub fn opt_text(v: &JsValue, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(JsValue::as_js_string)
+        .map(|s| s.to_utf8_lossy().into_owned())
+}
+
+/// The key of `meta.keys` with this label.
+pub fn key(label: &str) -> &'static JsValue {
+    vectors()
+        .get("meta")
+        .and_then(|m| m.get("keys"))
+        .and_then(JsValue::as_array)
+        .and_then(|keys| {
+            keys.iter()
+                .find(|k| k.get("label").and_then(JsValue::as_str) == Some(label))
+        })
+        .expect("key label")
+}
+
+/// Which envelope of a vector key the sandbox serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    V1,
+    V2,
+}
+
+/// The envelope and passphrase of a sign vector's key: v1 is the vector's own `encryptedPrv`
+/// with its `walletPassphrase`; v2 is the `encryptedPrvV2` of its `meta.keys` entry with that
+/// key's passphrase.
+pub fn sign_vector_key(vector: &JsValue, envelope: EnvelopeKind) -> (String, String) {
+    match envelope {
+        EnvelopeKind::V1 => (
+            text(vector, "encryptedPrv"),
+            text(vector, "walletPassphrase"),
+        ),
+        EnvelopeKind::V2 => {
+            let key = key(&text(vector, "keyLabel"));
+            (text(key, "encryptedPrvV2"), text(key, "walletPassphrase"))
+        }
+    }
+}
+
+/// A sandbox wallet whose user keychain holds `encrypted` (public key `xpub`).
+pub fn wallet_with(wallet_id: &str, xpub: &str, encrypted: &str) -> SandboxWallet {
+    let key_id = format!("key{}", &wallet_id[..wallet_id.len().min(21)]);
+    SandboxWallet {
+        id: wallet_id.to_string(),
+        user_keychain: keychain_document(&key_id, xpub, encrypted),
+        bitgo_signing_xprv: None,
+        user_key_signing_required: None,
+        enterprise: "e0000000000000000000000000000001".to_string(),
+    }
+}
+
+/// A running ofc-signer (in-process, real socket).
+pub struct Signer {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts ofc-signer with Express-style `args` against `upstream_url` (`--env custom
+/// --customrooturi <url> --disablessl` are added) and the given environment.
+pub async fn start_signer(
+    upstream_url: &str,
+    args: &[&str],
+    env: Env,
+    clock: Arc<dyn Clock>,
+) -> Signer {
+    let mut argv = vec![
+        "ofc-signer",
+        "--env",
+        "custom",
+        "--customrooturi",
+        upstream_url,
+        "--disablessl",
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("arguments");
+    let config = Config::resolve(cli, &env).expect("config");
+    let settings = ConnectionSettings::from_config(&config);
+    let state = Arc::new(AppState::with_clock(config, &env, clock).expect("state"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = server::router(state);
+    let task = tokio::spawn(server::serve_listener(
+        listener,
+        app,
+        settings,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    Signer { url, task }
+}
+
+/// A sandbox plus a signer pointed at it.
+pub struct Setup {
+    pub sandbox: Sandbox,
+    pub signer: Signer,
+}
+
+pub async fn setup(args: &[&str], env: Env) -> Setup {
+    let sandbox = Sandbox::start().await.expect("sandbox");
+    let signer = start_signer(&sandbox.url(), args, env, Arc::new(SystemClock)).await;
+    Setup { sandbox, signer }
+}
+
+/// An HMAC-capable token (67 characters, `v2x` prefix).
+pub const TOKEN: &str = "v2x5e1c5c5c6b0e6e0a4d27c9f1f0b1e6f4f7f57d4f2e0d0c7b8a9e1f2a3b4c5d6e7";
+
+pub fn client() -> reqwest::Client {
+    ofc_signer::upstream::client::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+/// An HTTP answer as status + body text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> JsValue {
+        js_json::parse(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A string field of the JSON body.
+    pub fn field(&self, key: &str) -> String {
+        match self.json().get(key) {
+            Some(JsValue::String(s)) => s.to_utf8_lossy().into_owned(),
+            Some(other) => other.to_json(),
+            None => panic!("no {key} in {}", self.body),
+        }
+    }
+}
+
+/// POSTs `body` (raw bytes) as JSON with an optional bearer token.
+pub async fn post_json(url: &str, body: impl Into<reqwest::Body>, token: Option<&str>) -> Answer {
+    let mut request = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    answer(request.send().await.expect("request")).await
+}
+
+pub async fn get(url: &str, token: Option<&str>) -> Answer {
+    let mut request = client().get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    answer(request.send().await.expect("request")).await
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.text().await.expect("body");
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// The version fields every Express error body ends with.
+pub fn versions() -> String {
+    let v = ofc_signer::error::VERSION;
+    format!(r#""bitgoJsVersion":"{v}","bitgoExpressVersion":"{v}""#)
+}

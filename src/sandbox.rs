@@ -37,7 +37,7 @@ pub const DEMO_HMAC_TOKEN: &str =
 /// The demo wallet's passphrase (public, sandbox only).
 pub const DEMO_PASSPHRASE: &str = "ofc-signer demo passphrase";
 /// The public seed the demo wallet's key is derived from.
-const DEMO_SEED: &str = "ofc-signer demo wallet - public seed, never a real key";
+pub const DEMO_SEED: &str = "ofc-signer demo wallet - public seed, never a real key";
 /// How far a request's `Auth-Timestamp` may be from the sandbox clock.
 const REQUEST_SKEW_MS: u64 = 5 * 60 * 1000;
 
@@ -62,6 +62,8 @@ pub enum Fault {
         content_type: String,
         body: String,
     },
+    /// Answer normally, after this many milliseconds.
+    Delay { ms: u64 },
 }
 
 /// A wallet the sandbox serves.
@@ -327,6 +329,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         });
         inner.fault.clone()
     };
+    if let Some(Fault::Delay { ms }) = &fault {
+        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+    }
     let caller = match authenticate(&shared, &method, &path, &parts.headers, &body) {
         Ok(caller) => caller,
         Err(response) => return *response,

@@ -24,6 +24,9 @@ use crate::keys::{KdfPool, WalletPassphrases};
 use crate::routes::{self, Route};
 use crate::upstream::client::{ClientSettings, Clock, SystemClock, UpstreamClient};
 
+/// How much longer than the request timeout an upstream call may take.
+const UPSTREAM_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
 /// Everything a request handler needs; shared by all requests.
 pub struct AppState {
     pub config: Arc<Config>,
@@ -51,7 +54,9 @@ impl AppState {
         let upstream = UpstreamClient::new(ClientSettings {
             base_url: config.environment.base_url.clone(),
             auth_version: config.auth_version,
-            timeout: config.timeout,
+            // The request timeout answers first (503, as Express); the upstream timeout is the
+            // backstop for calls made outside a request.
+            timeout: config.timeout + UPSTREAM_TIMEOUT_MARGIN,
             clock,
             proxy: env
                 .get("BITGO_USE_PROXY")

@@ -1,0 +1,240 @@
+//! The real `ofc-signer` binary: startup checks (fatal errors exit non-zero), the banner, the
+//! acceptance invocation with `WALLET_<id>_PASSPHRASE` in the process environment, and `--demo`
+//! with the curl command of BitGo's documentation.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ofc_signer::keys::xprv::{SigningKey, master_xprv_from_seed};
+use ofc_signer::message_sign::verify_message;
+use ofc_signer::sandbox::{DEMO_SEED, DOCS_TOKEN, DOCS_WALLET_ID, Sandbox};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running binary, killed on drop.
+struct Running {
+    child: Child,
+    banner: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary and reads stdout until `until` appears (the banner is printed after listen).
+fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("BITGO_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ofc-signer");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut banner = Vec::new();
+    while Instant::now() < deadline {
+        match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let done = line.contains(until);
+                banner.push(line);
+                if done {
+                    return Running { child, banner };
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ofc-signer did not print {until:?}; got {banner:?}");
+}
+
+fn fatal(args: &[&str]) -> (i32, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_remove("BITGO_ENV")
+        .output()
+        .expect("run");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fatal_startup_errors_exit_non_zero_without_listening() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--signerMode"],
+            "Fatal error: signerMode and signerFileSystemPath must both be set in order to run in external signing mode.",
+        ),
+        (
+            &["--env", "custom"],
+            "Fatal error: must use --customrooturi or set the BITGO_CUSTOM_ROOT_URI environment variable when using the custom environment",
+        ),
+        (
+            &["--env", "prod", "--bind", "0.0.0.0"],
+            "Fatal error: Must enable TLS when running against prod and listening on external interfaces!",
+        ),
+        (
+            &["--keypath", "k.pem"],
+            "Fatal error: Must provide both keypath and crtpath when running in TLS mode!",
+        ),
+        (
+            &["--env", "nowhere"],
+            "Fatal error: invalid environment nowhere. Supported environments: prod, test, dev, latest",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stderr) = fatal(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(stderr.lines().any(|l| l == message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn banner_and_acceptance_invocation() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = runtime.block_on(Sandbox::start()).unwrap();
+    sandbox.add_token(TOKEN);
+    // Three sign vectors, v1 and v2 keys, passphrases in the process environment.
+    let vectors: Vec<_> = kind("sign")
+        .iter()
+        .filter(|v| text(v, "keyLabel") != "root0")
+        .take(3)
+        .collect();
+    let mut env = Vec::new();
+    for (i, vector) in vectors.iter().enumerate() {
+        let envelope = if i % 2 == 0 {
+            EnvelopeKind::V1
+        } else {
+            EnvelopeKind::V2
+        };
+        let (encrypted, passphrase) = sign_vector_key(vector, envelope);
+        let wallet_id = text(vector, "walletId");
+        sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
+        env.push((format!("WALLET_{wallet_id}_PASSPHRASE"), passphrase));
+    }
+    let port = free_port().to_string();
+    let upstream = sandbox.url();
+    let running = start(
+        &[
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--env",
+            "custom",
+            "--customrooturi",
+            &upstream,
+            "--disablessl",
+        ],
+        &env,
+        "Custom root URI:",
+    );
+    assert_eq!(
+        running.banner,
+        [
+            "BitGo-Express running".to_string(),
+            "Environment: custom".to_string(),
+            format!("Base URI: http://127.0.0.1:{port}"),
+            format!("Custom root URI: {upstream}"),
+        ]
+    );
+    let url = format!("http://127.0.0.1:{port}/api/v2/ofc/signPayload");
+    for vector in vectors {
+        let answer = runtime.block_on(post_json(&url, text(vector, "rawBody"), Some(TOKEN)));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.field("signature"), text(vector, "signature"));
+        assert_eq!(
+            Some(answer.field("payload")),
+            opt_text(vector, "payloadString")
+        );
+    }
+    drop(running);
+}
+
+/// The request of BitGo's "Partner - Create Settlements" guide, byte for byte.
+const DOCS_SIGN_BODY: &str = r#"{
+  "walletId": "6407b22ec86799000706e578332735a3",
+  "payload": {
+    "this": {
+      "is": {
+        "a": "payload"
+      }
+    }
+  }
+}"#;
+
+#[test]
+fn demo_serves_the_documentation_curl_verbatim() {
+    let port = free_port();
+    let _running = start(
+        &["--demo", "--port", &port.to_string(), "--bind", "127.0.0.1"],
+        &[],
+        "curl -X POST",
+    );
+    let demo_key =
+        SigningKey::from_xprv(&master_xprv_from_seed(DEMO_SEED.as_bytes()).unwrap()).unwrap();
+    let check = |status: u16, body: &str| {
+        assert_eq!(status, 200, "{body}");
+        let json = ofc_signer::js_json::parse(body).unwrap();
+        let payload = json.get("payload").and_then(|p| p.as_str()).unwrap();
+        let signature = json.get("signature").and_then(|s| s.as_str()).unwrap();
+        assert_eq!(payload, r#"{"this":{"is":{"a":"payload"}}}"#);
+        assert_eq!(signature.len(), 130);
+        verify_message(payload.as_bytes(), signature, &demo_key.public_key()).unwrap();
+    };
+
+    // Over HTTP from Rust, exactly the documented request.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://localhost:{port}/api/v2/ofc/signPayload");
+    let answer = runtime.block_on(post_json(&url, DOCS_SIGN_BODY, Some(DOCS_TOKEN)));
+    check(answer.status, &answer.body);
+    assert_eq!(DOCS_WALLET_ID, "6407b22ec86799000706e578332735a3");
+
+    // And with curl itself, when the machine has it, as the documentation types it.
+    let curl = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -s -w '\\n%{{http_code}}' -X POST http://$BITGO_EXPRESS_HOST/api/v2/ofc/signPayload \\\n-H \"Authorization: Bearer v123xyz...\" \\\n-H \"Content-Type: application/json\" \\\n-d '{DOCS_SIGN_BODY}'"
+        ))
+        .env("BITGO_EXPRESS_HOST", format!("localhost:{port}"))
+        .output();
+    match curl {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let (body, status) = text.rsplit_once('\n').unwrap();
+            check(status.parse().unwrap(), body);
+        }
+        _ => eprintln!(
+            "NOTICE: curl not available; the documented request was checked over HTTP only"
+        ),
+    }
+}

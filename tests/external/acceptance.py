@@ -1,0 +1,1224 @@
+#!/usr/bin/env python3
+"""Independent black-box acceptance harness for ofc-signer.
+
+Re-implements, from /work/shared/spec/express-compat.md only (no ofc-signer code), a fake BitGo
+API that checks the upstream HMAC authentication of every request (spec section 4) and signs its
+responses, then drives the ofc-signer binary over HTTP and compares its answers with the BitGo SDK
+vectors (tests/vectors/sdk-vectors.json) and the error contract of the spec.
+
+Usage: python3 tests/external/acceptance.py [--binary target/debug/ofc-signer] [--quick]
+Python 3.11, standard library only.  Exit status 1 if any check failed.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = REPO / "tests" / "vectors" / "sdk-vectors.json"
+
+HMAC_TOKEN = "v2x" + hashlib.sha256(b"acceptance-harness-token").hexdigest()  # 67 chars
+LEGACY_TOKEN = "v123xyz" + "0a1b2c3d4e5f" * 3  # 43 chars, legacy (len != 67, no v2x prefix)
+CANNED_SIGNATURE = "1f" + "ab" * 64  # 130 hex chars, returned by the fake's tx/sign
+
+MAX_BODY = 20 * 1024 * 1024  # 20 971 520 bytes (body-parser "20mb")
+
+MSG_USER_KEY_REQUIRED = (
+    "Wallet must use user key to sign ofc transaction, please provide the wallet passphrase, "
+    "the private key, or visit your wallet settings page to configure one."
+)
+MSG_NO_BITGO_SIGNING = (
+    "Wallet does not support BitGo signing. Please reach out to support@bitgo.com to resolve this issue."
+)
+MSG_NO_ENCRYPTED_PRV = "Expected encryptedPrv to be present on user keychain."
+MSG_WRONG_PASSPHRASE = "unable to decrypt keychain with the given wallet passphrase"
+MSG_SIGNER_MODE_ALONE = (
+    "signerMode and signerFileSystemPath must both be set in order to run in external signing mode."
+)
+MSG_CUSTOM_NO_URI = (
+    "must use --customrooturi or set the BITGO_CUSTOM_ROOT_URI environment variable when using "
+    "the custom environment"
+)
+SECRET_KEYS = {"password", "passphrase", "walletpassphrase", "prv", "privatekey", "encryptedprv", "secret"}
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def hmac_hex(token, subject_bytes):
+    return hmac.new(token.encode("utf-8"), subject_bytes, hashlib.sha256).hexdigest()
+
+
+def sha256_hex(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def jdump(obj, ascii_only=False):
+    """Compact JSON like JavaScript's JSON.stringify (for the simple values used here)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=ascii_only)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def js_utf8(text):
+    """Buffer.from(str, 'utf8'): lone surrogates become U+FFFD (EF BF BD)."""
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text).encode("utf-8")
+
+
+def redact(text, secrets):
+    """Spec 0.3: each non-empty secret value occurring in an error string becomes [REDACTED]."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[REDACTED]")
+    return text
+
+
+def body_secrets(body_obj):
+    out = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k.lower() in SECRET_KEYS and isinstance(x, str) and x:
+                    out.append(x)
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(body_obj)
+    return out
+
+
+class _Any:
+    """Placeholder in an expected body: any value of the given type."""
+
+    def __init__(self, typ):
+        self.typ = typ
+
+    def __repr__(self):
+        return f"<any {self.typ.__name__}>"
+
+
+ANY_STR = _Any(str)
+VERSIONS = [("bitgoJsVersion", ANY_STR), ("bitgoExpressVersion", ANY_STR)]
+
+
+class Resp:
+    def __init__(self, status, headers, raw):
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        self.pairs = None
+        self.json_error = None
+        try:
+            self.pairs = json.loads(raw.decode("utf-8"), object_pairs_hook=Pairs)
+        except Exception as e:  # noqa: BLE001 - any decode problem is reported by the checks
+            self.json_error = f"{type(e).__name__}: {e}"
+
+    @property
+    def obj(self):
+        return _to_plain(self.pairs)
+
+    @property
+    def ctype(self):
+        return self.headers.get("content-type", "")
+
+    def short(self, limit=400):
+        text = self.raw.decode("utf-8", "replace")
+        if len(text) > limit:
+            text = text[:limit] + f"...(+{len(text) - limit} chars)"
+        return f"{self.status} {text}"
+
+
+class Pairs(list):
+    """A JSON object decoded as its ordered (key, value) pairs (keeps order and duplicates)."""
+
+
+def _to_plain(p):
+    if isinstance(p, Pairs):
+        return {k: _to_plain(v) for k, v in p}
+    if isinstance(p, list):
+        return [_to_plain(x) for x in p]
+    return p
+
+
+def _is_obj_pairs(p):
+    return isinstance(p, Pairs)
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=120):
+    """One request on a fresh connection; returns Resp. Tolerates the server closing early."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # server answered (e.g. 413) before reading the whole body
+        r = conn.getresponse()
+        raw = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, raw)
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Check bookkeeping
+# --------------------------------------------------------------------------------------------
+
+class Report:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def check(self, group, name, ok, reason=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS  [{group}] {name}", flush=True)
+        else:
+            self.failed += 1
+            self.failures.append(f"[{group}] {name}: {reason}")
+            print(f"FAIL  [{group}] {name} -- {reason}", flush=True)
+        return ok
+
+
+def diff_body(resp, status, expected_pairs, forbid_substrings=()):
+    """Compare status, JSON content type, exact key order and values. Returns '' if all match."""
+    problems = []
+    if resp.status != status:
+        problems.append(f"status {resp.status} != {status}")
+    if not resp.ctype.lower().startswith("application/json"):
+        problems.append(f"content-type {resp.ctype!r}")
+    if resp.pairs is None or not _is_obj_pairs(resp.pairs):
+        problems.append(f"body is not a JSON object ({resp.json_error or 'other JSON type'})")
+        return "; ".join(problems) + f"; got {resp.short()}"
+    got_keys = [k for k, _ in resp.pairs]
+    want_keys = [k for k, _ in expected_pairs]
+    if got_keys != want_keys:
+        problems.append(f"keys {got_keys} != {want_keys}")
+    got = dict(resp.pairs)
+    for k, want in expected_pairs:
+        if k not in got:
+            continue
+        val = _to_plain(got[k])
+        if isinstance(want, _Any):
+            if not isinstance(val, want.typ) or val == "":
+                problems.append(f"{k}={val!r} is not a non-empty {want.typ.__name__}")
+        elif val != want:
+            problems.append(f"{k}={val!r} != {want!r}")
+    for s in forbid_substrings:
+        if s in resp.raw.decode("utf-8", "replace"):
+            problems.append(f"body contains forbidden text {s!r}")
+    if problems:
+        return "; ".join(problems) + f"; got {resp.short()}"
+    return ""
+
+
+def error_pairs(message, name, code=None, error=True, before=()):
+    pairs = list(before)
+    if error:
+        pairs.insert(0, ("error", message))
+    pairs += [("message", message), ("name", name)] + VERSIONS
+    if code is not None:
+        pairs.append(("code", code))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Fake BitGo API
+# --------------------------------------------------------------------------------------------
+
+class Record:
+    def __init__(self, method, path, headers, body, verdict, token_kind):
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.verdict = verdict  # "" = authentication OK, else the reason it failed
+        self.token_kind = token_kind  # "hmac", "legacy" or None
+        self.waived = False  # set by checks that deliberately send bad/no auth
+
+    def __repr__(self):
+        return f"{self.method} {self.path}" + (f" [auth: {self.verdict}]" if self.verdict else "")
+
+
+class FakeBitGo:
+    """A fake BitGo REST API that authenticates every request per spec section 4."""
+
+    def __init__(self, name):
+        self.name = name
+        self.wallets = {}  # walletId -> wallet document (dict, insertion ordered)
+        self.keys = {}  # keyId -> keychain document
+        self.hmac_tokens = {HMAC_TOKEN: None}
+        self.token_by_hash = {sha256_hex(t): t for t in self.hmac_tokens}
+        self.legacy_tokens = {LEGACY_TOKEN}
+        self.records = []
+        self.lock = threading.Lock()
+        self.faults = []  # [{status, ctype, body, path_contains, count}]
+        self.delay_s = 0.0
+        self.delay_count = 0
+        self.hmac_mode = "ok"  # "ok", "corrupt" or "missing"
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHandler)
+        self.server.daemon_threads = True
+        self.server.fake = self
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"fake-{name}", daemon=True)
+        self.thread.start()
+
+    @property
+    def root_uri(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ---- setup ---------------------------------------------------------------------------
+    def add_wallet(self, wallet_id, key_ids, coin_specific=None, top_level=None, label="Trading Account ✓"):
+        doc = {
+            "id": wallet_id,
+            "coin": "ofc",
+            "label": label,
+            "enterprise": "5f1e2d3c4b5a69788796a5b4",
+            "keys": list(key_ids),
+            "m": 1,
+            "n": 1,
+            "type": "custodial",
+            "coinSpecific": dict(coin_specific or {}),
+        }
+        if top_level:
+            doc.update(top_level)
+        self.wallets[wallet_id] = doc
+
+    def add_key(self, key_id, encrypted_prv, pub="xpub-placeholder"):
+        doc = {"id": key_id, "pub": pub}
+        if encrypted_prv is not None:
+            doc["encryptedPrv"] = encrypted_prv
+        doc.update({"source": "user", "type": "independent"})
+        self.keys[key_id] = doc
+
+    # ---- control -------------------------------------------------------------------------
+    def mark(self):
+        with self.lock:
+            return len(self.records)
+
+    def since(self, idx):
+        with self.lock:
+            return list(self.records[idx:])
+
+    def waive_since(self, idx):
+        for r in self.since(idx):
+            r.waived = True
+
+    def inject(self, status, body, ctype="application/json", path_contains=None, count=1):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        with self.lock:
+            self.faults.append(dict(status=status, ctype=ctype, body=body, path_contains=path_contains, count=count))
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults.clear()
+            self.delay_count = 0
+            self.hmac_mode = "ok"
+
+    def delay_next(self, seconds, count=1):
+        with self.lock:
+            self.delay_s, self.delay_count = seconds, count
+
+    # ---- request processing ---------------------------------------------------------------
+    def authenticate(self, method, path, headers, body):
+        """Returns (verdict, token, kind); verdict '' means the request is correctly authenticated."""
+        auth = headers.get("Authorization")
+        version = headers.get("BitGo-Auth-Version")
+        ts = headers.get("Auth-Timestamp")
+        mac = headers.get("HMAC")
+        if auth is None:
+            return "no Authorization header", None, None
+        if not auth.startswith("Bearer "):
+            return f"Authorization not 'Bearer <x>': {auth!r}", None, None
+        cred = auth[len("Bearer "):]
+        if cred in self.legacy_tokens:
+            extra = [h for h, v in (("BitGo-Auth-Version", version), ("Auth-Timestamp", ts), ("HMAC", mac)) if v]
+            if extra:
+                return f"legacy token sent with HMAC headers {extra}", cred, "legacy"
+            return "", cred, "legacy"
+        token = self.token_by_hash.get(cred)
+        if token is None:
+            return "bearer is neither sha256(known token) nor a legacy token (raw token leaked?)", None, None
+        if version != "2.0":
+            return f"BitGo-Auth-Version {version!r} != '2.0'", token, "hmac"
+        if ts is None or not ts.isdigit():
+            return f"Auth-Timestamp {ts!r} is not decimal milliseconds", token, "hmac"
+        if abs(now_ms() - int(ts)) > 5 * 60 * 1000:
+            return f"Auth-Timestamp {ts} not within 5 minutes of now", token, "hmac"
+        subject = ts.encode() + b"|" + path.encode("latin-1") + b"|" + body
+        want = hmac_hex(token, subject)
+        if mac is None or not hmac.compare_digest(mac, want):
+            return f"HMAC {mac!r} != HMAC-SHA256(token, {subject[:120]!r})", token, "hmac"
+        return "", token, "hmac"
+
+    def take_fault(self, path):
+        with self.lock:
+            for f in self.faults:
+                if f["path_contains"] is None or f["path_contains"] in path:
+                    f["count"] -= 1
+                    if f["count"] <= 0:
+                        self.faults.remove(f)
+                    return f
+            return None
+
+    def take_delay(self):
+        with self.lock:
+            if self.delay_count > 0:
+                self.delay_count -= 1
+                return self.delay_s
+            return 0.0
+
+    def route(self, method, path):
+        """Returns (status, content_type, body_bytes) for an authenticated request."""
+        route_path = path.split("?", 1)[0]
+        segs = route_path.split("/")
+        # ['', 'api', 'v2', 'ofc', 'wallet', '<id>'(, 'tx', 'sign')]
+        if method == "GET" and route_path == "/api/v1/ping":
+            return 200, "application/json", jdump({"status": "service is ok!"}).encode()
+        if len(segs) == 6 and segs[1:5] == ["api", "v2", "ofc", "wallet"] and method == "GET":
+            w = self.wallets.get(urllib.parse.unquote(segs[5]))
+            if w is None:
+                return 404, "application/json", b'{"error":"wallet not found","name":"WalletNotFound","requestId":"r-1"}'
+            # Deliberately non-compact JSON with raw UTF-8: the response HMAC is over these bytes.
+            return 200, "application/json; charset=utf-8", json.dumps(w, ensure_ascii=False).encode("utf-8")
+        if len(segs) == 6 and segs[1:5] == ["api", "v2", "ofc", "key"] and method == "GET":
+            k = self.keys.get(urllib.parse.unquote(segs[5]))
+            if k is None:
+                return 404, "application/json", b'{"error":"key not found","name":"KeyNotFound","requestId":"r-2"}'
+            return 200, "application/json", json.dumps(k, ensure_ascii=False).encode("utf-8")
+        if len(segs) == 8 and segs[1:5] == ["api", "v2", "ofc", "wallet"] and segs[6:] == ["tx", "sign"] and method == "POST":
+            if urllib.parse.unquote(segs[5]) not in self.wallets:
+                return 404, "application/json", b'{"error":"wallet not found","name":"WalletNotFound","requestId":"r-1"}'
+            return 200, "application/json", jdump({"signature": CANNED_SIGNATURE}).encode()
+        return 404, "application/json", jdump({"error": f"no fake route for {method} {route_path}"}).encode()
+
+
+class _FakeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive capable (the signer may reuse connections)
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _handle(self):
+        fake = self.server.fake
+        body = self._read_body()
+        verdict, token, kind = fake.authenticate(self.command, self.path, self.headers, body)
+        rec = Record(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, verdict, kind)
+        with fake.lock:
+            fake.records.append(rec)
+        delay = fake.take_delay()
+        if delay:
+            time.sleep(delay)
+        fault = fake.take_fault(self.path)
+        if fault is not None:
+            status, ctype, out = fault["status"], fault["ctype"], fault["body"]
+        elif verdict:
+            status, ctype, out = 401, "application/json", b'{"error":"Authentication failed"}'
+        else:
+            status, ctype, out = fake.route(self.command, self.path)
+        self.send_response(status)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(out)))
+        if kind == "hmac" and token is not None and fake.hmac_mode != "missing":
+            ts = str(now_ms())
+            mac = hmac_hex(token, ts.encode() + b"|" + self.path.encode("latin-1") + b"|" + str(status).encode() + b"|" + out)
+            if fake.hmac_mode == "corrupt":
+                mac = ("0" if mac[0] != "0" else "1") + mac[1:]
+            self.send_header("timestamp", ts)
+            self.send_header("hmac", mac)
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+
+# --------------------------------------------------------------------------------------------
+# The ofc-signer process
+# --------------------------------------------------------------------------------------------
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("BITGO_") or k.startswith("WALLET_") or k in ("NODE_ENV", "DISABLESSL", "DISABLE_SSL", "DISABLE_PROXY", "DISABLE_ENV_CHECK"))}
+    env.update(extra or {})
+    return env
+
+
+class Signer:
+    """One ofc-signer process started with the acceptance-contract command line."""
+
+    def __init__(self, binary, root_uri, name, env_extra=None):
+        self.name = name
+        self.port = free_port()
+        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--env", "custom",
+                     "--customrooturi", root_uri, "--disablessl"]
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"ofc-accept-{name}-")
+        self.out_path = Path(self.tmp.name) / "stdout"
+        self.err_path = Path(self.tmp.name) / "stderr"
+        self.proc = subprocess.Popen(self.args, stdout=open(self.out_path, "wb"), stderr=open(self.err_path, "wb"),
+                                     stdin=subprocess.DEVNULL, env=clean_env(env_extra))
+        self.ready_error = self._wait_ready()
+
+    def _wait_ready(self, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with {self.proc.returncode}: {self.output()[-600:]}"
+            try:
+                r = http_request(self.port, "GET", "/api/v2/pingexpress", timeout=2)
+                if r.status == 200:
+                    return ""
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return f"GET /api/v2/pingexpress did not answer 200 within {timeout} s"
+
+    def output(self):
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
+
+    def stdout(self):
+        return self.out_path.read_text(errors="replace")
+
+    def request(self, method, path, body=None, token=HMAC_TOKEN, ctype="application/json", headers=None):
+        h = {}
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        if body is not None and ctype is not None:
+            h["Content-Type"] = ctype
+        h.update(headers or {})
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        return http_request(self.port, method, path, body=body, headers=h)
+
+    def sign(self, body, **kw):
+        return self.request("POST", "/api/v2/ofc/signPayload", body, **kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.tmp.cleanup()
+
+
+# --------------------------------------------------------------------------------------------
+# Test context: fakes, wallets, signer instances
+# --------------------------------------------------------------------------------------------
+
+# Extra wallets (served by the v1 fake) for the error table.
+W_REQUIRED = "e0000000000000000000000000000001"  # 2 keys, default userKeySigningRequired -> required
+W_REQUIRED_CS = "e0000000000000000000000000000002"  # coinSpecific true beats top-level false
+W_REMOTE = "e0000000000000000000000000000003"  # 2 keys, coinSpecific false -> remote signing
+W_REMOTE_TOP = "e0000000000000000000000000000004"  # 2 keys, top-level false -> remote signing
+W_ONE_KEY = "e0000000000000000000000000000005"  # 1 key, not required -> cannot use BitGo signing
+W_NO_PRV = "e0000000000000000000000000000006"  # keychain without encryptedPrv (env passphrase set)
+W_WRONG_ENV = "e0000000000000000000000000000007"  # env passphrase is wrong
+W_ODD_KEY = "e0000000000000000000000000000008"  # key id needing percent-encoding
+ODD_KEY_ID = "key/with space?x=1&y"
+BITGO_KEY_ID = "bitgo0000000000000000001"
+WRONG_PASSPHRASE = "definitely wrong ✗"
+
+
+class Ctx:
+    def __init__(self, binary, quick):
+        self.binary = binary
+        self.quick = quick
+        self.report = Report()
+        self.vec = json.loads(VECTORS.read_text(encoding="utf-8"))
+        self.sign_vectors = self.vec["sign"]
+        self.meta_keys = {k["label"]: k for k in self.vec["meta"]["keys"]}
+        self.by_id = {v["id"]: v for v in self.sign_vectors}
+        self.fakes = []
+        self.signers = []
+
+    def check(self, group, name, ok, reason=""):
+        return self.report.check(group, name, ok, reason)
+
+    def envelope(self, v, version):
+        """(encryptedPrv, passphrase) used for sign vector v with a v1 or v2 envelope."""
+        if version == 1:
+            return v["encryptedPrv"], v["walletPassphrase"]
+        k = self.meta_keys[v["keyLabel"]]
+        return k["encryptedPrvV2"], k["walletPassphrase"]
+
+    @staticmethod
+    def key_id(wallet_id):
+        return "k" + wallet_id[:23]
+
+    def make_fake(self, version):
+        fake = FakeBitGo(f"v{version}")
+        self.fakes.append(fake)
+        for v in self.sign_vectors:
+            enc, _ = self.envelope(v, version)
+            fake.add_key(self.key_id(v["walletId"]), enc, v["pub"])
+            fake.add_wallet(v["walletId"], [self.key_id(v["walletId"])])
+        if version == 1:
+            root0 = self.meta_keys["root0"]
+            fake.add_key("kroot0", root0["encryptedPrv"], root0["pub"])
+            fake.add_key("knoprv", None, root0["pub"])
+            fake.add_key(ODD_KEY_ID, root0["encryptedPrv"], root0["pub"])
+            fake.add_key(BITGO_KEY_ID, None, "xpub-bitgo")
+            two = ["kroot0", BITGO_KEY_ID]
+            fake.add_wallet(W_REQUIRED, two)
+            fake.add_wallet(W_REQUIRED_CS, two, {"userKeySigningRequired": True}, {"userKeySigningRequired": False})
+            fake.add_wallet(W_REMOTE, two, {"userKeySigningRequired": False})
+            fake.add_wallet(W_REMOTE_TOP, two, {}, {"userKeySigningRequired": False})
+            fake.add_wallet(W_ONE_KEY, ["kroot0"], {"userKeySigningRequired": False})
+            fake.add_wallet(W_NO_PRV, ["knoprv"])
+            fake.add_wallet(W_WRONG_ENV, ["kroot0"])
+            fake.add_wallet(W_ODD_KEY, [ODD_KEY_ID])
+        return fake
+
+    def env_passphrases(self, version):
+        env = {}
+        for v in self.sign_vectors:
+            env[f"WALLET_{v['walletId']}_PASSPHRASE"] = self.envelope(v, version)[1]
+        if version == 1:
+            root0 = self.meta_keys["root0"]["walletPassphrase"]
+            env[f"WALLET_{W_NO_PRV}_PASSPHRASE"] = root0
+            env[f"WALLET_{W_WRONG_ENV}_PASSPHRASE"] = WRONG_PASSPHRASE
+            env[f"WALLET_{W_ODD_KEY}_PASSPHRASE"] = root0
+        return env
+
+    def start(self, root_uri, name, env_extra=None):
+        s = Signer(self.binary, root_uri, name, env_extra)
+        self.signers.append(s)
+        ok = self.check("startup", f"instance {name} answers /api/v2/pingexpress", not s.ready_error, s.ready_error)
+        return s if ok else None
+
+    def close(self):
+        for s in self.signers:
+            s.stop()
+        for f in self.fakes:
+            f.close()
+
+
+def insert_passphrase(raw_body, passphrase):
+    assert raw_body.startswith("{")
+    return "{" + '"walletPassphrase":' + json.dumps(passphrase, ensure_ascii=False) + "," + raw_body[1:]
+
+
+def upstream_seq(records):
+    return [(r.method, r.path) for r in records]
+
+
+def auth_problems(records):
+    return [f"{r!r}" for r in records if r.verdict]
+
+
+# --------------------------------------------------------------------------------------------
+# Check groups
+# --------------------------------------------------------------------------------------------
+
+def group_selftest(ctx):
+    """The harness's own HMAC code against the SDK's v2 HMAC vectors and spec 9.1."""
+    g = "selftest"
+    bad = []
+    for v in ctx.vec["hmac_request"]:
+        if v["authVersion"] != 2:
+            continue
+        if (not v["subject"].startswith(f"{v['timestamp']}|") or hmac_hex(v["token"], v["subject"].encode()) != v["hmac"]
+                or sha256_hex(v["token"]) != v["tokenHash"] or v["headers"].get("Authorization") != f"Bearer {v['tokenHash']}"):
+            bad.append(v["id"])
+    for v in ctx.vec["hmac_response"]:
+        if v["authVersion"] != 2:
+            continue
+        u = urllib.parse.urlsplit(v["url"])
+        path = u.path + ("?" + u.query if u.query else "")
+        subject = f"{v['timestamp'] or ''}|{path}|{v['statusCode']}|{v['text'] or ''}"
+        if hmac_hex(v["token"], v["expectedSubject"].encode()) != v["expectedHmac"] or (
+                path.isascii() and " " not in path and subject != v["expectedSubject"]):
+            bad.append(v["id"])
+    kat = hmac_hex("test-token", b"1672531200000|/api/test|request-body")
+    if kat != "16205c7959e6feb680f07642e4cfa61547e3a6656114c712ad1940fc294b9fcc":
+        bad.append("spec 9.1 v2 request")
+    ctx.check(g, "harness HMAC v2 subjects/digests match SDK vectors", not bad, f"mismatch: {bad}")
+
+
+def group_startup_rules(ctx, signer_a):
+    g = "startup"
+    for name, args, msg in [
+        ("--signerMode alone", ["--signerMode"], MSG_SIGNER_MODE_ALONE),
+        ("--env custom without root URI", ["--port", str(free_port()), "--bind", "127.0.0.1", "--env", "custom"], MSG_CUSTOM_NO_URI),
+    ]:
+        try:
+            p = subprocess.run([ctx.binary] + args, capture_output=True, timeout=10, env=clean_env(), stdin=subprocess.DEVNULL)
+            out = (p.stdout + p.stderr).decode("utf-8", "replace")
+            problems = []
+            if p.returncode == 0:
+                problems.append("exit status 0")
+            if f"Fatal error: {msg}" not in out:
+                problems.append(f"output lacks 'Fatal error: {msg}'")
+            ctx.check(g, f"{name}: exits non-zero with Fatal error", not problems,
+                      "; ".join(problems) + f"; rc={p.returncode} output={out[-400:]!r}")
+        except subprocess.TimeoutExpired:
+            ctx.check(g, f"{name}: exits non-zero with Fatal error", False, "still running after 10 s (it listens?)")
+    if signer_a is None:
+        return
+    out = signer_a.stdout()
+    for line in ["BitGo-Express running", "Environment: custom", f"Base URI: http://127.0.0.1:{signer_a.port}"]:
+        ctx.check(g, f"banner contains {line!r}", line in out, f"stdout: {out[-500:]!r}")
+
+
+def group_local_routes(ctx, s, fake):
+    g = "local-routes"
+    for path in ["/api/v1/pingexpress", "/api/v2/pingexpress"]:
+        idx = fake.mark()
+        r = s.request("GET", path, token=None)
+        d = diff_body(r, 200, [("status", "express server is ok!")])
+        if not d and fake.since(idx):
+            d = f"unexpected upstream calls {upstream_seq(fake.since(idx))}"
+        ctx.check(g, f"GET {path}", not d, d)
+    for path in ["/api/v2/ping", "/api/v1/ping"]:
+        idx = fake.mark()
+        r = s.request("GET", path)
+        d = diff_body(r, 200, [("status", "service is ok!")])
+        recs = fake.since(idx)
+        if not d and upstream_seq(recs) != [("GET", "/api/v1/ping")]:
+            d = f"upstream calls {upstream_seq(recs)} != [GET /api/v1/ping]"
+        if not d and auth_problems(recs):
+            d = f"upstream auth: {auth_problems(recs)}"
+        ctx.check(g, f"GET {path} relays the upstream ping (HMAC-signed)", not d, d)
+
+    # encrypt / decrypt round trips
+    plain = "xprv-like secret ✓ \"quoted\""
+    password = "encrypt pw ✓"  # not a substring of any expected message (spec 0.3 redaction)
+    for ver, body in [(2, {"input": plain, "password": password}),
+                      (1, {"input": plain, "password": password, "encryptionVersion": 1})]:
+        r = s.request("POST", "/api/v2/encrypt", jdump(body))
+        name = f"POST /api/v2/encrypt -> v{ver} envelope"
+        d = diff_body(r, 200, [("encrypted", ANY_STR)])
+        env_text = r.obj.get("encrypted") if not d else None
+        if not d:
+            try:
+                envp = json.loads(env_text, object_pairs_hook=Pairs)
+                env = dict(envp)
+                keys = [k for k, _ in envp]
+                if ver == 2:
+                    want = ["v", "m", "t", "p", "salt", "iv", "ct"]
+                    fixed = {"v": 2, "m": 65536, "t": 3, "p": 4}
+                    sizes = {"salt": 16, "iv": 12, "ct": len(plain.encode()) + 16}
+                else:
+                    want = ["iv", "v", "iter", "ks", "ts", "mode", "adata", "cipher", "salt", "ct"]
+                    fixed = {"v": 1, "iter": 10000, "ks": 256, "ts": 64, "mode": "ccm", "adata": "", "cipher": "aes"}
+                    sizes = {"salt": 8, "iv": 16, "ct": len(plain.encode()) + 8}
+                if keys != want:
+                    d = f"envelope keys {keys} != {want}"
+                for k, val in fixed.items():
+                    if env.get(k) != val or type(env.get(k)) is not type(val):
+                        d += f" {k}={env.get(k)!r} != {val!r};"
+                for k, n in sizes.items():
+                    if len(base64.b64decode(env[k], validate=True)) != n:
+                        d += f" {k} is not {n} bytes;"
+            except Exception as e:  # noqa: BLE001
+                d = f"envelope {env_text!r} unparsable: {e}"
+        ctx.check(g, name, not d, d)
+        if env_text:
+            r2 = s.request("POST", "/api/v2/decrypt", jdump({"input": env_text, "password": password}))
+            d2 = diff_body(r2, 200, [("decrypted", plain)])
+            ctx.check(g, f"POST /api/v2/decrypt of the v{ver} envelope round-trips", not d2, d2)
+
+    # encrypt validation (spec section 6)
+    for body, status, msg, nm in [
+        ({"password": "Q#9"}, 400, "Missing required field 'input'.", "ValidationError"),
+        ({"input": 5, "password": "Q#9"}, 400, "Invalid value for 'input': expected string, got '5'.", "ValidationError"),
+        ({"input": "abc"}, 500, "Missing parameter: password", "Error"),
+    ]:
+        r = s.request("POST", "/api/v2/encrypt", jdump(body))
+        d = diff_body(r, status, error_pairs(msg, nm))
+        ctx.check(g, f"POST /api/v2/encrypt {jdump(body)} -> {status}", not d, d)
+
+
+def group_decrypt_vectors(ctx, s):
+    g = "decrypt"
+    for v in ctx.vec["decrypt"]:
+        body = {"input": v["encryptedPrv"], "password": v["passphrase"]}
+        r = s.request("POST", "/api/v2/decrypt", jdump(body))
+        d = diff_body(r, 200, [("decrypted", v["prv"])])
+        ctx.check(g, f"decrypt {v['id']} ({v['format']})", not d, d)
+    for kind in ["decrypt_wrong_password", "decrypt_invalid"]:
+        for v in ctx.vec[kind]:
+            body = {"input": v["encryptedPrv"], "password": v["passphrase"]}
+            # Spec 0.3: the request's non-empty password is redacted out of the error strings.
+            msg = redact(v["sdkError"], body_secrets(body))
+            r = s.request("POST", "/api/v2/decrypt", jdump(body))
+            d = diff_body(r, 500, error_pairs(msg, "Error"))
+            ctx.check(g, f"{kind} {v['id']} -> 500 {msg!r}", not d, d)
+
+
+def check_sign_vector(ctx, g, s, fake, v, body_text, token=HMAC_TOKEN, expect_kind="hmac"):
+    idx = fake.mark()
+    r = s.sign(body_text, token=token)
+    recs = fake.since(idx)
+    problems = []
+    if r.status != 200:
+        problems.append(f"status {r.status}")
+    elif r.pairs is None or not _is_obj_pairs(r.pairs):
+        problems.append(f"body not a JSON object ({r.json_error})")
+    else:
+        keys = [k for k, _ in r.pairs]
+        if keys != ["payload", "signature"]:
+            problems.append(f"keys {keys} != ['payload', 'signature']")
+        got = r.obj
+        payload = got.get("payload")
+        if v["payloadString"] is None:
+            if not isinstance(payload, str) or js_utf8(payload).hex() != v["payloadUtf8Hex"]:
+                problems.append(f"payload bytes {js_utf8(payload).hex() if isinstance(payload, str) else payload!r} != {v['payloadUtf8Hex']}")
+        elif payload != v["payloadString"]:
+            problems.append(f"payload {str(payload)[:120]!r} != {v['payloadString'][:120]!r}")
+        if got.get("signature") != v["signature"]:
+            problems.append(f"signature {got.get('signature')!r} != {v['signature']}")
+    key_id = ctx.key_id(v["walletId"])
+    want_seq = [("GET", f"/api/v2/ofc/wallet/{v['walletId']}"), ("GET", f"/api/v2/ofc/key/{key_id}")]
+    if upstream_seq(recs) != want_seq:
+        problems.append(f"upstream {upstream_seq(recs)} != {want_seq}")
+    if auth_problems(recs):
+        problems.append(f"upstream auth: {auth_problems(recs)}")
+    if any(rec.token_kind != expect_kind for rec in recs):
+        problems.append(f"upstream auth kind {[rec.token_kind for rec in recs]} != {expect_kind}")
+    if problems and r.status != 200:
+        problems.append(f"got {r.short(300)}")
+    return problems
+
+
+def group_sign_vectors(ctx, label, s, fake, version, passphrase_in_body, vectors):
+    g = f"sign-{label}"
+    for v in vectors:
+        body = v["rawBody"]
+        if passphrase_in_body:
+            body = insert_passphrase(body, ctx.envelope(v, version)[1])
+        problems = check_sign_vector(ctx, g, s, fake, v, body)
+        ctx.check(g, v["id"], not problems, "; ".join(problems))
+
+
+def group_validation(ctx, s, fake):
+    """Spec 1.1 table: typed-route schema violations, 400 ValidationError, no upstream call."""
+    g = "validation"
+    w = '"walletId":"w"'
+    rows = [
+        ("{}", "Missing required field 'walletId'. Missing required field 'payload'."),
+        ('{"walletId":"w"}', "Missing required field 'payload'."),
+        ('{"walletId":"","payload":{}}', "Invalid value for 'walletId': expected NonEmptyString, got ''."),
+        ('{"walletId":123,"payload":{}}', "Invalid value for 'walletId': expected NonEmptyString, got '123'."),
+        ('{"walletId":null,"payload":{}}', "Invalid value for 'walletId': expected NonEmptyString, got 'null'."),
+        ('{"walletId":["a"],"payload":{}}', "Invalid value for 'walletId': expected NonEmptyString, got '[\"a\"]'."),
+        ('{' + w + ',"payload":{},"walletPassphrase":123}', "Invalid value for 'walletPassphrase': expected string, got '123'."),
+        ('{' + w + ',"payload":{},"walletPassphrase":null}', "Invalid value for 'walletPassphrase': expected string, got 'null'."),
+        ('{' + w + ',"payload":{},"walletPassphrase":true}', "Invalid value for 'walletPassphrase': expected string, got 'true'."),
+        ("[]", ""),
+    ]
+    for body, msg in rows:
+        idx = fake.mark()
+        r = s.sign(body)
+        d = diff_body(r, 400, error_pairs(msg, "ValidationError"))
+        if not d and fake.since(idx):
+            d = f"validation failure made upstream calls {upstream_seq(fake.since(idx))}"
+        ctx.check(g, f"body {body} -> 400", not d, d)
+    # Typed routes do not parse non-JSON content types (spec 0.1).
+    v = ctx.by_id["obj-simple"]
+    for ctype in ["text/plain", None, "application/vnd.api+json"]:
+        r = s.sign(v["rawBody"], ctype=ctype)
+        d = diff_body(r, 400, error_pairs("Missing required field 'walletId'. Missing required field 'payload'.", "ValidationError"))
+        ctx.check(g, f"Content-Type {ctype!r} -> 400 missing fields", not d, d)
+    for ctype in ["Application/JSON", "application/json; charset=utf-8"]:
+        r = s.sign(v["rawBody"], ctype=ctype)
+        d = diff_body(r, 200, [("payload", v["payloadString"]), ("signature", v["signature"])])
+        ctx.check(g, f"Content-Type {ctype!r} is parsed -> 200", not d, d)
+
+
+def parser_error_diff(r, status):
+    """Spec 11.8: body-parser failures keep their status but get the JSON error body of 0.3."""
+    if r.status != status:
+        return f"status {r.status} != {status}; got {r.short()}"
+    if not r.ctype.lower().startswith("application/json") or not _is_obj_pairs(r.pairs):
+        return f"not a JSON object body (content-type {r.ctype!r}); got {r.short()}"
+    keys = [k for k, _ in r.pairs]
+    want = ["error", "message", "name", "bitgoJsVersion", "bitgoExpressVersion"]
+    if keys not in (want, want + ["code"]):
+        return f"keys {keys} != {want}[+code]"
+    o = r.obj
+    if o["error"] != o["message"] or not isinstance(o["message"], str) or not o["message"]:
+        return f"error/message not equal non-empty strings: {r.short()}"
+    return ""
+
+
+def group_body_parser(ctx, s, fake):
+    g = "body-parser"
+    for body, label in [('{"walletId":"w","payload":', "truncated JSON"), ('"x"', "top-level string"), ("{'a':1}", "single quotes")]:
+        idx = fake.mark()
+        r = s.sign(body)
+        d = parser_error_diff(r, 400) or ("" if not fake.since(idx) else "upstream called")
+        ctx.check(g, f"malformed JSON ({label}) -> 400 JSON error body", not d, d)
+    r = s.sign('{"walletId":"w","payload":{}}', ctype="application/json; charset=latin1")
+    d = parser_error_diff(r, 415)
+    ctx.check(g, "charset=latin1 -> 415 JSON error body", not d, d)
+
+    v = ctx.by_id["obj-simple"]
+    prefix = '{"walletId":"%s","payload":{"a":1},"pad":"' % v["walletId"]
+    suffix = '"}'
+    pad = MAX_BODY - len(prefix) - len(suffix)
+    body = (prefix + "x" * pad + suffix).encode()
+    assert len(body) == MAX_BODY
+    r = s.sign(body)
+    d = diff_body(r, 200, [("payload", v["payloadString"]), ("signature", v["signature"])])
+    ctx.check(g, f"body of exactly {MAX_BODY} bytes accepted and signed", not d, d)
+    body = (prefix + "x" * (pad + 1) + suffix).encode()
+    idx = fake.mark()
+    r = s.sign(body)
+    d = parser_error_diff(r, 413) or ("" if not fake.since(idx) else "upstream called")
+    ctx.check(g, f"body of {MAX_BODY + 1} bytes -> 413 JSON error body", not d, d)
+
+
+def group_upstream_errors(ctx, s, fake):
+    """Spec 5.3 relays and 11.12 walletId encoding."""
+    g = "upstream-errors"
+    v = ctx.by_id["obj-simple"]
+    body = v["rawBody"]
+
+    # Unknown wallet: the fake's 404 relayed with name overwritten in place.
+    r = s.sign('{"walletId":"f00000000000000000000000000000ff","payload":{"a":1}}')
+    d = diff_body(r, 404, [("error", "wallet not found"), ("name", "ApiResponseError"), ("requestId", "r-1"),
+                           ("message", "wallet not found")] + VERSIONS)
+    ctx.check(g, "upstream 404 wallet not found relayed", not d, d)
+
+    cases = [
+        ("502 text/html", 502, "text/html",
+         "<html><head><title>T</title></head><body><h1>Bad   gateway</h1>\n<p>upstream\tdown</p></body></html>",
+         [("message", "502\nTBad   gateway\nupstream\tdown"), ("name", "ApiResponseError")] + VERSIONS),
+        ("400 text/plain sanitised", 400, "text/plain",
+         '  x < y & z "q" <b>bold</b>\r\n\r\n\r\n\r\nend  \n \t \nlast  ',
+         [("message", '400\nx &lt; y &amp; z "q" bold\n\nend  \n\nlast'), ("name", "ApiResponseError")] + VERSIONS),
+        ("empty 500", 500, None, "",
+         [("message", "500"), ("name", "ApiResponseError")] + VERSIONS),
+        ("400 JSON without error field", 400, "application/json", '{"foo":"bar","message":"m1"}',
+         [("foo", "bar"), ("message", '400\n{"foo":"bar","message":"m1"}'), ("name", "ApiResponseError")] + VERSIONS),
+    ]
+    for label, status, ctype, text, want in cases:
+        fake.inject(status, text, ctype=ctype, path_contains="/wallet/")
+        r = s.sign(body)
+        fake.clear_faults()
+        d = diff_body(r, status, want)
+        ctx.check(g, f"upstream {label} on wallet GET relayed", not d, d)
+
+    fake.inject(404, '{"error":"key not found","name":"KeyNotFound","requestId":"r-2"}', path_contains="/key/")
+    r = s.sign(body)
+    fake.clear_faults()
+    d = diff_body(r, 404, [("error", "key not found"), ("name", "ApiResponseError"), ("requestId", "r-2"),
+                           ("message", "key not found")] + VERSIONS)
+    ctx.check(g, "upstream 404 on key GET relayed", not d, d)
+
+    # A slow upstream (1.5 s) is waited for.
+    fake.delay_next(1.5)
+    r = s.sign(body)
+    fake.clear_faults()
+    d = diff_body(r, 200, [("payload", v["payloadString"]), ("signature", v["signature"])])
+    ctx.check(g, "slow upstream (1.5 s delay) still signs", not d, d)
+
+    # Spec 11.12: walletId is percent-encoded as ONE path segment, so it can never change the URL.
+    # Dot segments cannot be sent through a WHATWG URL parser (even as %2E); for those a local
+    # 4xx refusal without any upstream call is accepted as well.
+    wallet_404 = [("error", "wallet not found"), ("name", "ApiResponseError"), ("requestId", "r-1"),
+                  ("message", "wallet not found")] + VERSIONS
+    for wid in [v["walletId"] + "?x=1", "a/b c", " ", "%2e%2e", "..", "."]:
+        idx = fake.mark()
+        r = s.sign(jdump({"walletId": wid, "payload": {"a": 1}}))
+        recs = fake.since(idx)
+        fake.waive_since(idx)  # their auth is judged here, not again in the global check
+        d = ""
+        if wid in (".", "..") and not recs and 400 <= r.status < 500:
+            pass
+        elif len(recs) != 1 or recs[0].method != "GET":
+            d = f"upstream calls {upstream_seq(recs)} != one wallet GET"
+        else:
+            p = recs[0].path
+            segs = p.split("/")
+            if "?" in p or len(segs) != 6 or segs[:5] != ["", "api", "v2", "ofc", "wallet"] or urllib.parse.unquote(segs[5]) != wid:
+                d = f"upstream path {p!r} is not /api/v2/ofc/wallet/<one encoded segment of {wid!r}>"
+            elif auth_problems(recs):
+                d = f"upstream auth: {auth_problems(recs)}"
+            else:
+                d = diff_body(r, 404, wallet_404)
+        if d and recs:
+            d += f"; upstream auth verdict: {recs[0].verdict or 'ok'}; client got {r.short(200)}"
+        ctx.check(g, f"walletId {wid!r} encoded as one path segment", not d, d)
+
+
+def group_signing_paths(ctx, sa, fake1, sb, sd, fake2):
+    """Spec 1.4 passphrase/remote-signing decisions and 11.3 wrong-passphrase rendering."""
+    g = "sign-paths"
+    root0 = ctx.meta_keys["root0"]
+    simple = ctx.by_id["obj-simple"]  # root0 key, payload {"a":1}
+
+    def run(s, fake, body, status, want, want_seq, name, extra_check=None):
+        idx = fake.mark()
+        r = s.sign(body)
+        recs = fake.since(idx)
+        d = diff_body(r, status, want)
+        if not d and upstream_seq(recs) != want_seq:
+            d = f"upstream {upstream_seq(recs)} != {want_seq}"
+        if not d and auth_problems(recs):
+            d = f"upstream auth: {auth_problems(recs)}"
+        if not d and extra_check:
+            d = extra_check(recs)
+        ctx.check(g, name, not d, d)
+
+    wallet = lambda w: ("GET", f"/api/v2/ofc/wallet/{w}")  # noqa: E731
+    txsign = lambda w: ("POST", f"/api/v2/ofc/wallet/{w}/tx/sign")  # noqa: E731
+
+    run(sa, fake1, jdump({"walletId": W_REQUIRED, "payload": {"a": 1}}), 500,
+        error_pairs(MSG_USER_KEY_REQUIRED, "Error"), [wallet(W_REQUIRED)],
+        "no passphrase, userKeySigningRequired default -> 500")
+    run(sa, fake1, jdump({"walletId": W_REQUIRED_CS, "payload": {"a": 1}}), 500,
+        error_pairs(MSG_USER_KEY_REQUIRED, "Error"), [wallet(W_REQUIRED_CS)],
+        "no passphrase, coinSpecific true beats top-level false -> 500")
+    run(sa, fake1, jdump({"walletId": W_ONE_KEY, "payload": {"a": 1}}), 500,
+        error_pairs(MSG_NO_BITGO_SIGNING, "Error"), [wallet(W_ONE_KEY)],
+        "no passphrase, 1 key, not required -> 500 no BitGo signing")
+
+    def txsign_body(expected_payload):
+        def chk(recs):
+            rec = recs[-1]
+            want = jdump({"payload": expected_payload}).encode()
+            if rec.body != want:
+                return f"tx/sign body {rec.body[:200]!r} != {want!r}"
+            ct = rec.headers.get("content-type", "")
+            if not ct.lower().startswith("application/json"):
+                return f"tx/sign Content-Type {ct!r}"
+            return ""
+        return chk
+
+    run(sa, fake1, jdump({"walletId": W_REMOTE, "payload": {"z": 1.50, "a": [1, "é"]}}), 200,
+        [("payload", '{"z":1.5,"a":[1,"é"]}'), ("signature", CANNED_SIGNATURE)],
+        [wallet(W_REMOTE), txsign(W_REMOTE)],
+        "2 keys, coinSpecific not required -> remote tx/sign with {payload}", txsign_body('{"z":1.5,"a":[1,"é"]}'))
+    run(sa, fake1, jdump({"walletId": W_REMOTE_TOP, "payload": 'raw "string" ✓'}), 200,
+        [("payload", 'raw "string" ✓'), ("signature", CANNED_SIGNATURE)],
+        [wallet(W_REMOTE_TOP), txsign(W_REMOTE_TOP)],
+        "2 keys, top-level not required -> remote tx/sign (string payload verbatim)", txsign_body('raw "string" ✓'))
+    fake1.inject(400, '{"error":"sign failed","requestId":"r-9"}', path_contains="/tx/sign")
+    run(sa, fake1, jdump({"walletId": W_REMOTE, "payload": {"a": 1}}), 400,
+        [("error", "sign failed"), ("requestId", "r-9"), ("message", "sign failed"), ("name", "ApiResponseError")] + VERSIONS,
+        [wallet(W_REMOTE), txsign(W_REMOTE)], "upstream 400 on tx/sign relayed")
+    fake1.clear_faults()
+
+    run(sa, fake1, jdump({"walletId": W_NO_PRV, "payload": {"a": 1}}), 500,
+        error_pairs(MSG_NO_ENCRYPTED_PRV, "Error"), [wallet(W_NO_PRV), ("GET", "/api/v2/ofc/key/knoprv")],
+        "keychain without encryptedPrv -> 500")
+
+    wrong = error_pairs(MSG_WRONG_PASSPHRASE, "IncorrectPasswordError", code="wallet_passphrase_incorrect")
+    run(sa, fake1, jdump({"walletId": W_WRONG_ENV, "payload": {"a": 1}}), 401, wrong,
+        [wallet(W_WRONG_ENV), ("GET", "/api/v2/ofc/key/kroot0")], "wrong env passphrase (v1) -> 401 IncorrectPasswordError")
+    run(sa, fake1, insert_passphrase(simple["rawBody"], WRONG_PASSPHRASE), 401, wrong,
+        [wallet(simple["walletId"]), ("GET", f"/api/v2/ofc/key/{ctx.key_id(simple['walletId'])}")],
+        "wrong body passphrase beats correct env -> 401")
+    run(sa, fake1, jdump({"walletPassphrase": root0["walletPassphrase"], "walletId": W_WRONG_ENV, "payload": {"a": 1}}), 200,
+        [("payload", simple["payloadString"]), ("signature", simple["signature"])],
+        [wallet(W_WRONG_ENV), ("GET", "/api/v2/ofc/key/kroot0")], "correct body passphrase beats wrong env -> 200")
+    if sb is not None:
+        run(sb, fake1, insert_passphrase(simple["rawBody"], WRONG_PASSPHRASE), 401, wrong,
+            [wallet(simple["walletId"]), ("GET", f"/api/v2/ofc/key/{ctx.key_id(simple['walletId'])}")],
+            "wrong body passphrase, no env (v1) -> 401")
+    if sd is not None:
+        run(sd, fake2, insert_passphrase(simple["rawBody"], WRONG_PASSPHRASE), 401, wrong,
+            [wallet(simple["walletId"]), ("GET", f"/api/v2/ofc/key/{ctx.key_id(simple['walletId'])}")],
+            "wrong body passphrase, no env (v2 envelope) -> 401")
+    run(sa, fake1, insert_passphrase(simple["rawBody"], ""), 500, error_pairs(MSG_USER_KEY_REQUIRED, "Error"),
+        [wallet(simple["walletId"])], "empty body passphrase with env set -> remote path (no key GET) -> 500")
+    if sb is not None:
+        run(sb, fake1, simple["rawBody"], 500, error_pairs(MSG_USER_KEY_REQUIRED, "Error"),
+            [wallet(simple["walletId"])], "no body passphrase and no env variable -> 500 user key required")
+
+    # keys[0] is URL-encoded as one path segment.
+    idx = fake1.mark()
+    r = sa.sign(jdump({"walletId": W_ODD_KEY, "payload": {"a": 1}}))
+    recs = fake1.since(idx)
+    d = diff_body(r, 200, [("payload", simple["payloadString"]), ("signature", simple["signature"])])
+    if not d:
+        p = recs[-1].path if len(recs) == 2 else ""
+        segs = p.split("/")
+        if len(recs) != 2 or "?" in p or len(segs) != 6 or segs[:5] != ["", "api", "v2", "ofc", "key"] or urllib.parse.unquote(segs[5]) != ODD_KEY_ID:
+            d = f"upstream {upstream_seq(recs)}: key id {ODD_KEY_ID!r} not sent as one encoded segment"
+    ctx.check(g, f"key id {ODD_KEY_ID!r} percent-encoded in the key GET", not d, d)
+
+
+def group_auth(ctx, sa, fake1):
+    """Spec 4: legacy tokens, missing token, response HMAC verification (11.5)."""
+    g = "upstream-auth"
+    v = ctx.by_id["obj-bitgo-example"]
+    problems = check_sign_vector(ctx, g, sa, fake1, v, v["rawBody"], token=LEGACY_TOKEN, expect_kind="legacy")
+    ctx.check(g, "legacy token -> plain 'Bearer <raw token>' upstream, no HMAC headers, 200", not problems, "; ".join(problems))
+
+    idx = fake1.mark()
+    r = sa.sign(v["rawBody"], token=None)
+    recs = fake1.since(idx)
+    fake1.waive_since(idx)
+    d = diff_body(r, 401, error_pairs("Authentication failed", "ApiResponseError"))
+    if not d and upstream_seq(recs) != [("GET", f"/api/v2/ofc/wallet/{v['walletId']}")]:
+        d = f"upstream {upstream_seq(recs)}"
+    ctx.check(g, "no Authorization -> upstream 401 relayed", not d, d)
+    if recs:
+        h = recs[0].headers
+        bad = {k: h.get(k) for k in ("authorization", "auth-timestamp", "hmac") if k in h}
+        d = "" if h.get("bitgo-auth-version") == "2.0" and not bad else f"auth headers: BitGo-Auth-Version={h.get('bitgo-auth-version')!r}, unexpected {bad}"
+        ctx.check(g, "no token: upstream gets 'BitGo-Auth-Version: 2.0' and no other auth header", not d, d)
+
+    token_pieces = {HMAC_TOKEN[i:i + 10] for i in range(len(HMAC_TOKEN) - 9)}
+    for mode in ["corrupt", "missing"]:
+        fake1.hmac_mode = mode
+        idx = fake1.mark()
+        r = sa.sign(v["rawBody"])
+        fake1.clear_faults()
+        recs = fake1.since(idx)
+        d = ""
+        if r.status != 511 or not _is_obj_pairs(r.pairs):
+            d = f"expected 511 JSON; got {r.short()}"
+        else:
+            o = r.obj
+            keys = [k for k, _ in r.pairs]
+            if "error" in o:
+                d += "body has an 'error' key; "
+            if o.get("message") != "invalid response HMAC" or o.get("name") != "ApiResponseError":
+                d += f"message/name {o.get('message')!r}/{o.get('name')!r}; "
+            if keys[-4:] != ["message", "name", "bitgoJsVersion", "bitgoExpressVersion"]:
+                d += f"key order {keys}; "
+            for k in ("requestToken", "bitgoToken"):
+                if k in o:
+                    d += f"body has {k}; "
+            text = r.raw.decode("utf-8", "replace")
+            leaked = sorted(p for p in token_pieces if p in text)
+            if leaked:
+                d += f"body contains token pieces {leaked[:3]}; "
+            if upstream_seq(recs) != [("GET", f"/api/v2/ofc/wallet/{v['walletId']}")]:
+                d += f"upstream after bad HMAC: {upstream_seq(recs)}; "
+            if d:
+                d += f"got {r.short()}"
+        ctx.check(g, f"{mode} response HMAC -> 511 invalid response HMAC, no token in body", not d, d)
+
+
+def group_unreachable(ctx):
+    g = "upstream-errors"
+    port = free_port()  # bound then closed: nothing listens there
+    s = ctx.start(f"http://127.0.0.1:{port}", "closed-port")
+    if s is None:
+        return
+    v = ctx.by_id["obj-simple"]
+    r = s.sign(v["rawBody"])
+    msg = f"connect ECONNREFUSED 127.0.0.1:{port}"
+    d = diff_body(r, 500, error_pairs(msg, "Error", code="ECONNREFUSED"))
+    ctx.check(g, "upstream unreachable -> 500 ECONNREFUSED", not d, d)
+
+
+def group_all_upstream_auth(ctx):
+    recs = [r for f in ctx.fakes for r in f.since(0) if not r.waived]
+    bad = auth_problems(recs)
+    ctx.check("upstream-auth", f"all {len(recs)} upstream requests passed the fake's HMAC/legacy checks",
+              not bad, f"{len(bad)} failed, e.g. {bad[:3]}")
+
+
+# --------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default=str(REPO / "target" / "debug" / "ofc-signer"))
+    ap.add_argument("--quick", action="store_true", help="v1 env run + 5 v2 vectors only")
+    a = ap.parse_args()
+    binary = str(Path(a.binary).resolve())
+    if not os.access(binary, os.X_OK):
+        print(f"binary {binary} not found; build it with `cargo build` first", file=sys.stderr)
+        return 2
+
+    t0 = time.time()
+    ctx = Ctx(binary, a.quick)
+    try:
+        group_selftest(ctx)
+        fake1 = ctx.make_fake(1)
+        fake2 = ctx.make_fake(2)
+        sa = ctx.start(fake1.root_uri, "v1-env", ctx.env_passphrases(1))
+        group_startup_rules(ctx, sa)
+        if sa is not None:
+            group_local_routes(ctx, sa, fake1)
+            group_sign_vectors(ctx, "v1-env", sa, fake1, 1, False, ctx.sign_vectors)
+        sb = sc = sd = None
+        if not ctx.quick:
+            sb = ctx.start(fake1.root_uri, "v1-body")
+            if sb is not None:
+                group_sign_vectors(ctx, "v1-body", sb, fake1, 1, True, ctx.sign_vectors)
+        sc = ctx.start(fake2.root_uri, "v2-env", ctx.env_passphrases(2))
+        v2_vectors = ctx.sign_vectors if not ctx.quick else ctx.sign_vectors[::13][:5]
+        if sc is not None:
+            group_sign_vectors(ctx, "v2-env", sc, fake2, 2, False, v2_vectors)
+        if not ctx.quick:
+            sd = ctx.start(fake2.root_uri, "v2-body")
+            if sd is not None:
+                group_sign_vectors(ctx, "v2-body", sd, fake2, 2, True, ctx.sign_vectors)
+        if sa is not None:
+            group_decrypt_vectors(ctx, sa)
+            group_validation(ctx, sa, fake1)
+            group_body_parser(ctx, sa, fake1)
+            group_upstream_errors(ctx, sa, fake1)
+            group_signing_paths(ctx, sa, fake1, sb, sd, fake2)
+            group_auth(ctx, sa, fake1)
+        group_unreachable(ctx)
+        group_all_upstream_auth(ctx)
+    finally:
+        ctx.close()
+    rep = ctx.report
+    print(f"\n{rep.passed} passed, {rep.failed} failed ({time.time() - t0:.1f} s)")
+    if rep.failures:
+        print("Failures:")
+        for f in rep.failures:
+            print("  " + f)
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

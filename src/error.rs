@@ -41,6 +41,10 @@ pub struct ApiError {
     pub code: Option<Cow<'static, str>>,
     /// `err.result`: when truthy it is the base of the body instead of `{"error": message}`.
     pub result: Option<Box<JsValue>>,
+    /// Whether request secrets are replaced inside the body's strings (spec §0.3). Validation
+    /// errors come from the typed router, not the handler wrapper that redacts (spec §0.4); their
+    /// shown values hide sensitive keys instead ([`crate::routes::validation::shown`]).
+    pub redact_strings: bool,
 }
 
 impl ApiError {
@@ -51,6 +55,7 @@ impl ApiError {
             message: JsValue::from(message.into()),
             code: None,
             result: None,
+            redact_strings: true,
         }
     }
 
@@ -70,8 +75,10 @@ impl ApiError {
         let message = message.into();
         let mut result = JsObject::new();
         result.insert("error", JsValue::from(message.as_str()));
-        Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
-            .with_result(JsValue::Object(result))
+        let mut error = Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
+            .with_result(JsValue::Object(result));
+        error.redact_strings = false;
+        error
     }
 
     /// The SDK's `IncorrectPasswordError` (spec §11.3: in every mode).
@@ -137,7 +144,11 @@ impl ApiError {
             body.insert("code", JsValue::from(code.as_ref()));
         }
         let mut body = JsValue::Object(body);
-        secrets.redact(&mut body);
+        if self.redact_strings {
+            secrets.redact(&mut body);
+        } else {
+            Secrets::default().redact(&mut body);
+        }
         body
     }
 
@@ -262,7 +273,7 @@ impl Secrets {
     }
 
     /// Replaces every secret occurring in a string of `value` by `[REDACTED]`, and the value of
-    /// every sensitive key by `[REDACTED]`, at any depth.
+    /// every sensitive key by `[REDACTED]`, at any depth. (With no secrets, only the latter.)
     pub fn redact(&self, value: &mut JsValue) {
         match value {
             JsValue::String(text) if !self.0.is_empty() => {
@@ -360,6 +371,13 @@ mod tests {
             body.starts_with(r#"{"prv":"[REDACTED]","nested":{"Passphrase":"[REDACTED]"}"#),
             "{body}"
         );
+    }
+
+    #[test]
+    fn validation_messages_are_not_mangled_by_redaction() {
+        let error = ApiError::validation("Invalid value for 'input': expected string, got '5'.");
+        let body = render(&error, r#"{"input":5,"password":"x"}"#);
+        assert!(body.contains("expected string, got '5'."), "{body}");
     }
 
     #[test]

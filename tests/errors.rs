@@ -544,4 +544,17 @@ async fn wallet_id_is_one_path_segment() {
         setup.sandbox.requests()[0].path,
         "/api/v2/ofc/wallet/a%2Fb%3Fc%20d"
     );
+    // `.` and `..` would be removed by URL normalisation: refused locally, nothing sent.
+    setup.sandbox.clear_requests();
+    for wallet_id in [".", ".."] {
+        let answer = post_json(
+            &sign_url(&setup),
+            sign_body(wallet_id, Some(PASSPHRASE)),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{wallet_id}: {}", answer.body);
+        assert_eq!(answer.field("name"), "ApiResponseError");
+    }
+    assert!(setup.sandbox.requests().is_empty());
 }

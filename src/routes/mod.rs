@@ -205,14 +205,19 @@ pub async fn read_typed_body(parts: &Parts, body: Body) -> Result<TypedBody, Api
 pub mod validation {
     use crate::js_json::JsValue;
 
-    /// `String(v)` as the message shows it: objects and arrays JSON-encoded, others as JS prints them.
+    /// `String(v)` as the message shows it: objects and arrays JSON-encoded (with the values of
+    /// sensitive keys such as `password` hidden), others as JS prints them.
     pub fn shown(value: &JsValue) -> String {
         match value {
             JsValue::String(s) => s.to_utf8_lossy().into_owned(),
             JsValue::Number(n) => crate::js_json::number_to_string(*n),
             JsValue::Bool(b) => b.to_string(),
             JsValue::Null => "null".to_string(),
-            JsValue::Array(_) | JsValue::Object(_) => value.to_json(),
+            JsValue::Array(_) | JsValue::Object(_) => {
+                let mut value = value.clone();
+                crate::error::Secrets::default().redact(&mut value);
+                value.to_json()
+            }
         }
     }
 
@@ -308,5 +313,9 @@ mod tests {
             r#"["a"]"#
         );
         assert_eq!(validation::shown(&JsValue::Number(123.0)), "123");
+        assert_eq!(
+            validation::shown(&js_json::parse(r#"{"a":1,"password":"hunter2"}"#).unwrap()),
+            r#"{"a":1,"password":"[REDACTED]"}"#
+        );
     }
 }

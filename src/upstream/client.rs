@@ -144,6 +144,19 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> JsValue {
         .unwrap_or_else(|_| JsValue::Object(JsObject::new()))
 }
 
+/// Whether the path part of `path_and_query` has a `.` or `..` segment (also percent-encoded),
+/// which URL parsing would remove.
+pub fn has_dot_segment(path_and_query: &str) -> bool {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        matches!(
+            lower.as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        )
+    })
+}
+
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters), so a
 /// `walletId` with `?`, `/` or spaces can never change the upstream URL (spec §11.12). The result
 /// contains nothing legacy `url.parse` would escape, so it is signed exactly as sent.
@@ -266,6 +279,16 @@ impl UpstreamClient {
         &self,
         request: &UpstreamRequest<'_>,
     ) -> Result<UpstreamResponse, ApiError> {
+        if has_dot_segment(request.path) {
+            // URL parsing would rewrite the path, so what is signed would not be what is sent.
+            return Err(ApiError::api_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid upstream path {}: '.' and '..' segments are not allowed",
+                    request.path
+                ),
+            ));
+        }
         let url = format!("{}{}", self.base_url, request.path);
         let path = subject_path(request.path);
         let body = request.body.clone().unwrap_or_default();
@@ -420,6 +443,7 @@ pub fn upstream_status_error(response: &UpstreamResponse) -> ApiError {
         message,
         code: None,
         result: Some(Box::new(body)),
+        redact_strings: true,
     }
 }
 
@@ -477,6 +501,19 @@ mod tests {
             )),
             "/api/v2/ofc/wallet/x%27y%7Bz%7D"
         );
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        assert!(has_dot_segment("/api/v2/ofc/wallet/.."));
+        assert!(has_dot_segment("/api/v2/ofc/wallet/./x"));
+        assert!(has_dot_segment(&format!(
+            "/api/v2/ofc/wallet/{}",
+            encode_path_segment("..")
+        )));
+        assert!(has_dot_segment("/a/%2E%2e/b?x=1"));
+        assert!(!has_dot_segment("/api/v2/ofc/wallet/...?a=/../"));
+        assert!(!has_dot_segment("/api/v2/ofc/wallet/a.b"));
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub enum Fault {
     },
     /// Answer normally, after this many milliseconds.
     Delay { ms: u64 },
+    /// Answer requests whose path contains `path_contains` with this status and JSON body.
+    RespondOn {
+        path_contains: String,
+        status: u16,
+        body: String,
+    },
 }
 
 /// A wallet the sandbox serves.
@@ -337,6 +343,22 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         Err(response) => return *response,
     };
     let mut response = match &fault {
+        Some(Fault::RespondOn {
+            path_contains,
+            status,
+            body,
+        }) if path.contains(path_contains.as_str()) => {
+            let mut response = (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body.clone(),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Some(Fault::Respond {
             status,
             content_type,

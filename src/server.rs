@@ -124,12 +124,12 @@ async fn serve(state: &AppState, request: Request) -> Response {
             .await
             .unwrap_or_else(|e| e.render(&Secrets::default())),
         Route::SignPayload | Route::Encrypt | Route::Decrypt => {
-            let body = match routes::read_typed_body(&parts, body).await {
+            let mut body = match routes::read_typed_body(&parts, body).await {
                 Ok(body) => body,
                 Err(error) => return error.render(&Secrets::default()),
             };
             let result = match route {
-                Route::SignPayload => routes::sign_payload::handle(state, &parts, &body).await,
+                Route::SignPayload => routes::sign_payload::handle(state, &parts, &mut body).await,
                 Route::Encrypt => routes::local::encrypt(state, &body).await,
                 _ => routes::local::decrypt(state, &body).await,
             };

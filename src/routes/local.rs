@@ -9,9 +9,8 @@ use crate::error::{ApiError, json_response};
 use crate::js_json::{JsObject, JsValue};
 use crate::keys::envelope::{self, EnvelopeVersion};
 use crate::routes::validation::Messages;
-use crate::routes::{TypedBody, access_token, user_agent};
+use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
-use crate::upstream::client::UpstreamRequest;
 
 /// `GET /api/v[12]/pingexpress`: no upstream call.
 pub fn ping_express() -> Response {
@@ -23,15 +22,10 @@ pub fn ping_express() -> Response {
 
 /// `GET /api/v[12]/ping`: BitGo's `GET /api/v1/ping`, relayed with 200 (upstream errors per §5.3).
 pub async fn ping(state: &AppState, parts: &Parts) -> Result<Response, ApiError> {
-    let token = access_token(&parts.headers);
-    let client_ua = user_agent(&parts.headers);
+    let caller = Caller::from_headers(&parts.headers);
     let response = state
         .upstream
-        .send(
-            UpstreamRequest::new(Method::GET, "/api/v1/ping")
-                .token(token.as_ref())
-                .client_user_agent(client_ua.as_deref()),
-        )
+        .send(caller.upstream(Method::GET, "/api/v1/ping"))
         .await?;
     Ok(json_response(StatusCode::OK, response.json().to_json()))
 }

@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 
 use crate::error::{ApiError, Secrets};
 use crate::js_json::{self, JsObject, JsValue};
+use crate::upstream::client::UpstreamRequest;
 use crate::upstream::hmac::AccessToken;
 
 /// body-parser's `limit: '20mb'`: 20 971 520 bytes are accepted, one more is 413.
@@ -93,6 +94,30 @@ pub fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes().iter().map(|&b| b as char).collect())
+}
+
+/// The caller's credentials as they travel upstream: the access token and the `User-Agent`
+/// (appended to ours, as Express does). No other client header is propagated on these routes.
+#[derive(Debug, Default)]
+pub struct Caller {
+    pub token: Option<AccessToken>,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Caller {
+            token: access_token(headers),
+            user_agent: user_agent(headers),
+        }
+    }
+
+    /// An upstream request made on the caller's behalf.
+    pub fn upstream<'a>(&'a self, method: Method, path: &'a str) -> UpstreamRequest<'a> {
+        UpstreamRequest::new(method, path)
+            .token(self.token.as_ref())
+            .client_user_agent(self.user_agent.as_deref())
+    }
 }
 
 /// What the `Content-Type` says about a body, per body-parser's json parser.

@@ -16,11 +16,12 @@ use zeroize::Zeroizing;
 use crate::error::{ApiError, json_response};
 use crate::js_json::{JsString, JsValue};
 use crate::keys;
+use crate::keys::xprv::SigningKey;
 use crate::message_sign::sign_message_hex;
 use crate::routes::validation::Messages;
-use crate::routes::{TypedBody, access_token, user_agent};
+use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
-use crate::upstream::client::{UpstreamRequest, encode_path_segment};
+use crate::upstream::client::encode_path_segment;
 
 /// A decoded signPayload request.
 #[derive(Debug)]
@@ -97,142 +98,161 @@ pub fn response_body(payload: &JsString, signature: Option<&JsValue>) -> String 
 pub async fn handle(
     state: &AppState,
     parts: &Parts,
-    body: &TypedBody,
+    body: &mut TypedBody,
 ) -> Result<Response, ApiError> {
     let request = decode(&body.value)?;
-    let token = access_token(&parts.headers);
-    let client_ua = user_agent(&parts.headers);
-    let wallet_id_text = request.wallet_id.to_utf8_lossy().into_owned();
+    let caller = Caller::from_headers(&parts.headers);
+    let wallet_id = request.wallet_id.to_utf8_lossy().into_owned();
+    let wallet_path = format!("/api/v2/ofc/wallet/{}", encode_path_segment(&wallet_id));
+    let wallet = fetch_wallet(state, &caller, &wallet_path, &wallet_id).await?;
 
-    // Step 1: the wallet, with the caller's token — BitGo's authorization check.
-    let wallet_path = format!(
-        "/api/v2/ofc/wallet/{}",
-        encode_path_segment(&wallet_id_text)
-    );
+    // Body passphrase (an empty string counts as given), else the environment, keyed by the id
+    // BitGo returned.
+    let env_wallet_id = wallet
+        .get("id")
+        .and_then(JsValue::as_str)
+        .unwrap_or(&wallet_id);
+    let passphrase = request.wallet_passphrase.or_else(|| {
+        let from_env = state.passphrases.get(env_wallet_id)?;
+        // Never echo the server's own passphrase either, should BitGo ever quote it.
+        body.secrets.push(from_env);
+        Some(Zeroizing::new(from_env.to_string()))
+    });
+
+    let signature = match passphrase.filter(|p| !p.is_empty()) {
+        None => {
+            sign_with_bitgo_key(state, &caller, &wallet, &wallet_path, &request.payload).await?
+        }
+        Some(passphrase) => {
+            let key = unlock_user_key(state, &caller, &wallet, passphrase).await?;
+            let message = request.payload.to_utf8_lossy();
+            Some(JsValue::from(sign_message_hex(&key, message.as_bytes())))
+        }
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        response_body(&request.payload, signature.as_ref()),
+    ))
+}
+
+/// Step 1: `GET /api/v2/ofc/wallet/<id>` with the caller's token — BitGo's authorization check.
+async fn fetch_wallet(
+    state: &AppState,
+    caller: &Caller,
+    wallet_path: &str,
+    wallet_id: &str,
+) -> Result<JsValue, ApiError> {
     let request_id =
         HeaderValue::from_str(&format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
             .map_err(|_| ApiError::internal("request id"))?;
     let wallet = state
         .upstream
         .send(
-            UpstreamRequest::new(Method::GET, &wallet_path)
-                .token(token.as_ref())
-                .client_user_agent(client_ua.as_deref())
+            caller
+                .upstream(Method::GET, wallet_path)
                 .header(http::HeaderName::from_static("request-id"), request_id),
         )
         .await?
         .json();
-    if !matches!(wallet, JsValue::Object(_)) {
-        return Err(ApiError::api_response(
+    if matches!(wallet, JsValue::Object(_)) {
+        Ok(wallet)
+    } else {
+        Err(ApiError::api_response(
             StatusCode::NOT_FOUND,
-            format!("Could not find OFC wallet {wallet_id_text}"),
-        ));
+            format!("Could not find OFC wallet {wallet_id}"),
+        ))
     }
+}
 
-    // Step 2: body passphrase (an empty string counts as given), else the environment, keyed by
-    // the id BitGo returned.
-    let env_wallet_id = wallet
-        .get("id")
-        .and_then(JsValue::as_str)
-        .unwrap_or(&wallet_id_text);
-    let passphrase = request.wallet_passphrase.or_else(|| {
-        state
-            .passphrases
-            .get(env_wallet_id)
-            .map(|p| Zeroizing::new(p.to_string()))
-    });
-
-    let keys = wallet
+fn wallet_keys(wallet: &JsValue) -> &[JsValue] {
+    wallet
         .get("keys")
         .and_then(JsValue::as_array)
-        .unwrap_or_default();
-    let signature = match passphrase.filter(|p| !p.is_empty()) {
-        // Step 4: no passphrase — BitGo signs with its key, if the wallet allows it.
-        None => {
-            let user_key_signing_required = wallet
-                .get("coinSpecific")
-                .and_then(|c| c.get("userKeySigningRequired"))
+        .unwrap_or_default()
+}
+
+/// Step 4, no passphrase: BitGo signs with its own key (`POST …/tx/sign`), if the wallet allows.
+/// Its `signature` is returned as it is.
+async fn sign_with_bitgo_key(
+    state: &AppState,
+    caller: &Caller,
+    wallet: &JsValue,
+    wallet_path: &str,
+    payload: &JsString,
+) -> Result<Option<JsValue>, ApiError> {
+    // `coinSpecific.userKeySigningRequired ?? userKeySigningRequired ?? true`
+    let user_key_signing_required = wallet
+        .get("coinSpecific")
+        .and_then(|c| c.get("userKeySigningRequired"))
+        .filter(|v| !v.is_null())
+        .or_else(|| {
+            wallet
+                .get("userKeySigningRequired")
                 .filter(|v| !v.is_null())
-                .or_else(|| {
-                    wallet
-                        .get("userKeySigningRequired")
-                        .filter(|v| !v.is_null())
-                })
-                .map(JsValue::is_truthy)
-                .unwrap_or(true);
-            if user_key_signing_required {
-                return Err(ApiError::internal(
-                    "Wallet must use user key to sign ofc transaction, please provide the wallet passphrase, the private key, or visit your wallet settings page to configure one.",
-                ));
-            }
-            if keys.len() < 2 {
-                return Err(ApiError::internal(
-                    "Wallet does not support BitGo signing. Please reach out to support@bitgo.com to resolve this issue.",
-                ));
-            }
-            let mut sign_body = String::from("{\"payload\":");
-            request.payload.write_json(&mut sign_body);
-            sign_body.push('}');
-            let sign_path = format!("{wallet_path}/tx/sign");
-            let signed = state
-                .upstream
-                .send(
-                    UpstreamRequest::new(Method::POST, &sign_path)
-                        .json_body(sign_body)
-                        .token(token.as_ref())
-                        .client_user_agent(client_ua.as_deref()),
-                )
-                .await?
-                .json();
-            signed.get("signature").cloned()
+        })
+        .map(JsValue::is_truthy)
+        .unwrap_or(true);
+    if user_key_signing_required {
+        return Err(ApiError::internal(
+            "Wallet must use user key to sign ofc transaction, please provide the wallet passphrase, the private key, or visit your wallet settings page to configure one.",
+        ));
+    }
+    if wallet_keys(wallet).len() < 2 {
+        return Err(ApiError::internal(
+            "Wallet does not support BitGo signing. Please reach out to support@bitgo.com to resolve this issue.",
+        ));
+    }
+    let mut sign_body = String::from("{\"payload\":");
+    payload.write_json(&mut sign_body);
+    sign_body.push('}');
+    let sign_path = format!("{wallet_path}/tx/sign");
+    let signed = state
+        .upstream
+        .send(
+            caller
+                .upstream(Method::POST, &sign_path)
+                .json_body(sign_body),
+        )
+        .await?
+        .json();
+    Ok(signed.get("signature").cloned())
+}
+
+/// Step 5, with a passphrase: `GET /api/v2/ofc/key/<keys[0]>`, decrypt its `encryptedPrv` off the
+/// executor, parse the `xprv`.
+async fn unlock_user_key(
+    state: &AppState,
+    caller: &Caller,
+    wallet: &JsValue,
+    passphrase: Zeroizing<String>,
+) -> Result<SigningKey, ApiError> {
+    let key_id = wallet_keys(wallet)
+        .first()
+        .map(crate::routes::validation::shown)
+        .ok_or_else(|| ApiError::internal("Cannot read properties of undefined (reading '0')"))?;
+    let key_path = format!("/api/v2/ofc/key/{}", encode_path_segment(&key_id));
+    let keychain = state
+        .upstream
+        .send(caller.upstream(Method::GET, &key_path))
+        .await?
+        .json();
+    let encrypted = match keychain.get("encryptedPrv") {
+        Some(JsValue::String(text)) if !text.is_empty() => text.to_utf8_lossy().into_owned(),
+        // `decryptAsync`'s parameter check of a non-string envelope.
+        Some(value) if value.is_truthy() => {
+            return Err(ApiError::internal(format!(
+                "Expecting parameter string: input but found {}",
+                value.type_of()
+            )));
         }
-        // Step 5: the user key, decrypted with the passphrase, signs locally.
-        Some(passphrase) => {
-            let key_id = keys
-                .first()
-                .map(crate::routes::validation::shown)
-                .ok_or_else(|| {
-                    ApiError::internal("Cannot read properties of undefined (reading '0')")
-                })?;
-            let key_path = format!("/api/v2/ofc/key/{}", encode_path_segment(&key_id));
-            let keychain = state
-                .upstream
-                .send(
-                    UpstreamRequest::new(Method::GET, &key_path)
-                        .token(token.as_ref())
-                        .client_user_agent(client_ua.as_deref()),
-                )
-                .await?
-                .json();
-            let encrypted = match keychain.get("encryptedPrv") {
-                Some(JsValue::String(text)) if !text.is_empty() => {
-                    text.to_utf8_lossy().into_owned()
-                }
-                Some(value) if value.is_truthy() => {
-                    return Err(ApiError::internal(format!(
-                        "Expecting parameter string: input but found {}",
-                        value.type_of()
-                    )));
-                }
-                _ => {
-                    return Err(ApiError::internal(
-                        "Expected encryptedPrv to be present on user keychain.",
-                    ));
-                }
-            };
-            let xprv = state.kdf.decrypt(passphrase, encrypted).await?;
-            let key = keys::signing_key(&xprv)?;
-            Some(JsValue::from(sign_message_hex(
-                &key,
-                request.payload.to_utf8_lossy().as_bytes(),
-            )))
+        _ => {
+            return Err(ApiError::internal(
+                "Expected encryptedPrv to be present on user keychain.",
+            ));
         }
     };
-
-    Ok(json_response(
-        StatusCode::OK,
-        response_body(&request.payload, signature.as_ref()),
-    ))
+    let xprv = state.kdf.decrypt(passphrase, encrypted).await?;
+    keys::signing_key(&xprv)
 }
 
 #[cfg(test)]

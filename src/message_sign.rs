@@ -117,8 +117,7 @@ pub fn verify_message(
 mod tests {
     use super::*;
 
-    /// The public test key of BitGo Express's own unit tests (spec §9.3).
-    const SPEC_XPRV: &str = "xprv9s21ZrQH143K3EuPWCBuqnWxydaQV6et9htQige4EswvcHKEzNmkVmwTwKoadyHzJYppuADB7Us7AbaNLToNvoFoSxuWqndQRYtnNy5DUY2";
+    use crate::keys::xprv::test_fixtures::SPEC_TEST_XPRV as SPEC_XPRV;
 
     #[test]
     fn spec_known_answers() {

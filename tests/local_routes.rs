@@ -67,6 +67,11 @@ async fn ping_relays_bitgo_ping() {
     );
 }
 
+async fn decrypt_with(url: &str, envelope: &str, password: &str) -> Answer {
+    let request = body(&[("input", envelope.into()), ("password", password.into())]);
+    post_json(url, request, None).await
+}
+
 #[tokio::test]
 async fn encrypt_then_decrypt_round_trips_both_versions() {
     let setup = setup(&[], Env::default()).await;
@@ -85,15 +90,7 @@ async fn encrypt_then_decrypt_round_trips_both_versions() {
         envelope.starts_with(r#"{"v":2,"m":65536,"t":3,"p":4,"salt":""#),
         "{envelope}"
     );
-    let answer = post_json(
-        &decrypt,
-        body(&[
-            ("input", envelope.as_str().into()),
-            ("password", "pw".into()),
-        ]),
-        None,
-    )
-    .await;
+    let answer = decrypt_with(&decrypt, &envelope, "pw").await;
     assert_eq!(
         (answer.status, answer.field("decrypted")),
         (200, "secret ✓".to_string())
@@ -111,15 +108,8 @@ async fn encrypt_then_decrypt_round_trips_both_versions() {
     )
     .await;
     let envelope = answer.field("encrypted");
-    let keys: Vec<String> = ofc_signer::js_json::parse(&envelope)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.to_utf8_lossy().into_owned())
-        .collect();
     assert_eq!(
-        keys,
+        object_keys(&ofc_signer::js_json::parse(&envelope).unwrap()),
         [
             "iv", "v", "iter", "ks", "ts", "mode", "adata", "cipher", "salt", "ct"
         ]
@@ -128,15 +118,7 @@ async fn encrypt_then_decrypt_round_trips_both_versions() {
         envelope.contains(r#""adata":"my%20adata%21""#),
         "{envelope}"
     );
-    let answer = post_json(
-        &decrypt,
-        body(&[
-            ("input", envelope.as_str().into()),
-            ("password", "pw".into()),
-        ]),
-        None,
-    )
-    .await;
+    let answer = decrypt_with(&decrypt, &envelope, "pw").await;
     assert_eq!(answer.field("decrypted"), "hello");
 }
 

@@ -107,10 +107,7 @@ fn check(vector: &JsValue, answer: &Answer) -> Result<(), String> {
         return Err(format!("signature {signature} != {expected}"));
     }
     // Exactly two keys, in Express's order.
-    let keys: Vec<_> = json
-        .as_object()
-        .map(|o| o.keys().map(|k| k.to_utf8_lossy().into_owned()).collect())
-        .unwrap_or_default();
+    let keys = object_keys(&json);
     if keys != ["payload", "signature"] {
         return Err(format!("keys {keys:?}"));
     }

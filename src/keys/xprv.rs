@@ -159,12 +159,19 @@ pub fn xpub_from_xprv(xprv: &str) -> Result<String, KeyError> {
     Ok(bs58::encode(out).with_check().into_string())
 }
 
+/// Test fixtures shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    /// TEST FIXTURE, NOT A REAL KEY: the public test key of BitGo Express's own unit tests
+    /// (`test/unit/clientRoutes/signPayload.ts`; spec §9.3).
+    pub const SPEC_TEST_XPRV: &str = "xprv9s21ZrQH143K3EuPWCBuqnWxydaQV6et9htQige4EswvcHKEzNmkVmwTwKoadyHzJYppuADB7Us7AbaNLToNvoFoSxuWqndQRYtnNy5DUY2";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // Public test key from BitGo Express's unit tests (spec §9.3); not a real key.
-    const SPEC_XPRV: &str = "xprv9s21ZrQH143K3EuPWCBuqnWxydaQV6et9htQige4EswvcHKEzNmkVmwTwKoadyHzJYppuADB7Us7AbaNLToNvoFoSxuWqndQRYtnNy5DUY2";
+    use super::test_fixtures::SPEC_TEST_XPRV as SPEC_XPRV;
 
     #[test]
     fn spec_key_material() {

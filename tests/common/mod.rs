@@ -180,6 +180,11 @@ impl Answer {
         js_json::parse(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
+    /// The keys of the JSON body object, in order.
+    pub fn keys(&self) -> Vec<String> {
+        object_keys(&self.json())
+    }
+
     /// A string field of the JSON body.
     pub fn field(&self, key: &str) -> String {
         match self.json().get(key) {
@@ -230,4 +235,12 @@ pub async fn answer(response: reqwest::Response) -> Answer {
 pub fn versions() -> String {
     let v = ofc_signer::error::VERSION;
     format!(r#""bitgoJsVersion":"{v}","bitgoExpressVersion":"{v}""#)
+}
+
+/// The keys of a JSON object, in enumeration order.
+pub fn object_keys(value: &JsValue) -> Vec<String> {
+    value
+        .as_object()
+        .map(|o| o.keys().map(|k| k.to_utf8_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }

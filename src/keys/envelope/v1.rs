@@ -1001,7 +1001,7 @@ mod tests {
     /// Spec 9.2: byte-exact SJCL output for fixed salt/iv.
     #[test]
     fn spec_9_2_v1_encrypt_and_decrypt() {
-        const XPRV: &str = "xprv9s21ZrQH143K3EuPWCBuqnWxydaQV6et9htQige4EswvcHKEzNmkVmwTwKoadyHzJYppuADB7Us7AbaNLToNvoFoSxuWqndQRYtnNy5DUY2";
+        const XPRV: &str = crate::keys::xprv::test_fixtures::SPEC_TEST_XPRV;
         let salt: [u8; 8] = hex("0102030405060708").try_into().unwrap();
         let iv: [u8; 16] = hex("101112131415161718191a1b1c1d1e1f").try_into().unwrap();
         let want = r#"{"iv":"EBESExQVFhcYGRobHB0eHw==","v":1,"iter":10000,"ks":256,"ts":64,"mode":"ccm","adata":"","cipher":"aes","salt":"AQIDBAUGBwg=","ct":"1SLNiGvoc7YdxdfVMWuV4hXdXvzaPVPFYgRVlr/QMaeycUzk0ATmxNIY9sHckONFHApM2gSoqkD5g80QRu/ZqQk0XAg07bcpI3kZ3BvNZ6S1x8KEVd3/cFlXKfltNcG+VUEpDN7a4FS4hHvOU/780RLky9+lxDw="}"#;

@@ -303,7 +303,7 @@ mod tests {
             .collect()
     }
 
-    const XPRV: &str = "xprv9s21ZrQH143K3EuPWCBuqnWxydaQV6et9htQige4EswvcHKEzNmkVmwTwKoadyHzJYppuADB7Us7AbaNLToNvoFoSxuWqndQRYtnNy5DUY2";
+    const XPRV: &str = crate::keys::xprv::test_fixtures::SPEC_TEST_XPRV;
 
     /// Spec 9.2: Argon2id KAT (modules/argon2/test/argon2.test.ts).
     #[test]

@@ -51,6 +51,12 @@ pub fn resolve(method: &Method, path: &str) -> Route {
         .filter(|p| !p.is_empty())
         .unwrap_or(&path);
     let lower = trimmed.to_ascii_lowercase();
+    // Express answers HEAD with the GET route.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let typed = match (method, lower.as_str()) {
         (&Method::POST, "/api/v2/ofc/signpayload") => Some(Route::SignPayload),
         (&Method::GET, "/api/v1/ping" | "/api/v2/ping") => Some(Route::Ping),
@@ -300,7 +306,7 @@ mod tests {
             Route::Proxy
         );
         assert_eq!(
-            resolve(&Method::GET, "/api/v1/pingexpress"),
+            resolve(&Method::HEAD, "/api/v1/pingexpress"),
             Route::PingExpress
         );
         assert_eq!(resolve(&Method::GET, "/api/v2/ping"), Route::Ping);

@@ -218,6 +218,9 @@ pub struct Cli {
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
+    /// Key tooling instead of the server.
+    #[command(subcommand)]
+    pub tool: Option<crate::tools::Tool>,
 }
 
 /// A BitGo environment: the name the user gave and the root URL it resolves to.

@@ -30,4 +30,5 @@ pub mod message_sign;
 pub mod routes;
 pub mod sandbox;
 pub mod server;
+pub mod tools;
 pub mod upstream;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         println!("ofc-signer {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(tool) = cli.tool {
+        return ofc_signer::tools::run(tool);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

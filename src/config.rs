@@ -165,10 +165,10 @@ pub struct Cli {
     #[arg(short = 'c', long = "crtpath")]
     pub crt_path: Option<PathBuf>,
     /// TLS private key, PEM content (BITGO_SSL_KEY).
-    #[arg(long = "sslkey")]
+    #[arg(long = "sslkey", allow_hyphen_values = true)]
     pub ssl_key: Option<String>,
     /// TLS certificate, PEM content (BITGO_SSL_CERT).
-    #[arg(long = "sslcert")]
+    #[arg(long = "sslcert", allow_hyphen_values = true)]
     pub ssl_cert: Option<String>,
     /// Custom BitGo root URI; switches the environment to `custom` (BITGO_CUSTOM_ROOT_URI).
     #[arg(short = 'u', long = "customrooturi")]
@@ -215,6 +215,35 @@ pub struct Cli {
     /// Start an embedded sandbox BitGo API with a demo OFC wallet and sign against it.
     #[arg(long)]
     pub demo: bool,
+    /// Signer authentication: clients must present this bearer token, read from a file
+    /// (OFC_SIGNER_AUTH_TOKEN_FILE; or the token itself in OFC_SIGNER_AUTH_TOKEN).
+    #[arg(long = "auth-token-file")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Signer authentication: clients must present a TLS certificate issued by this CA (PEM file;
+    /// OFC_SIGNER_CLIENT_CA). Needs TLS (--keypath/--crtpath).
+    #[arg(long = "client-ca")]
+    pub client_ca: Option<PathBuf>,
+    /// Only these wallet ids may be signed for (comma separated; OFC_SIGNER_ALLOWED_WALLETS).
+    #[arg(long = "allowed-wallets", value_delimiter = ',')]
+    pub allowed_wallets: Vec<String>,
+    /// Forward mode: the token to present to the external signer, read from a file
+    /// (OFC_SIGNER_EXTERNAL_SIGNER_TOKEN_FILE; or the token itself in OFC_SIGNER_EXTERNAL_SIGNER_TOKEN).
+    #[arg(long = "external-signer-token-file")]
+    pub external_signer_token_file: Option<PathBuf>,
+    /// Forward mode: a CA (PEM) to trust for the external signer's certificate, besides the
+    /// public roots (OFC_SIGNER_EXTERNAL_SIGNER_CA).
+    #[arg(long = "external-signer-ca")]
+    pub external_signer_ca: Option<PathBuf>,
+    /// Forward mode: client certificate (PEM) for mutual TLS with the external signer
+    /// (OFC_SIGNER_EXTERNAL_SIGNER_CERT).
+    #[arg(long = "external-signer-cert")]
+    pub external_signer_cert: Option<PathBuf>,
+    /// Forward mode: the private key (PEM) of --external-signer-cert (OFC_SIGNER_EXTERNAL_SIGNER_KEY).
+    #[arg(long = "external-signer-key")]
+    pub external_signer_key: Option<PathBuf>,
+    /// Signer mode: how often the key file is checked for changes, in ms (default 1000).
+    #[arg(long = "key-file-poll-ms")]
+    pub key_file_poll_ms: Option<u64>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -254,9 +283,76 @@ pub enum Mode {
     /// Normal instance: wallet and keychain come from BitGo with the caller's token (spec §1.4).
     Normal,
     /// Forward signPayload to another signer (spec §1.3).
-    ExternalSigner { url: String },
+    ExternalSigner(ExternalSignerConfig),
     /// Serve from a local key file (spec §1.5).
-    Signer { key_file: PathBuf },
+    Signer {
+        key_file: PathBuf,
+        poll_interval: Duration,
+    },
+}
+
+/// How to reach the external signer in forward mode.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExternalSignerConfig {
+    pub url: String,
+    /// Presented as `X-Signer-Token` (ofc-signer's signer authentication).
+    pub token: Option<Zeroizing<String>>,
+    /// An extra CA to trust (e.g. a development certificate).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for ExternalSignerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalSignerConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("ca", &self.ca)
+            .field("client_identity", &self.client_identity)
+            .finish()
+    }
+}
+
+/// Optional authentication of ofc-signer's own clients (beyond Express).
+#[derive(Clone, Default)]
+pub struct SignerAuth {
+    /// Required bearer token (`X-Signer-Token`, or `Authorization: Bearer` in signer mode).
+    pub token: Option<Zeroizing<String>>,
+    /// Required client-certificate CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// When set, only these wallet ids may be signed for.
+    pub allowed_wallets: Option<std::collections::BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for SignerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerAuth")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("client_ca", &self.client_ca)
+            .field("allowed_wallets", &self.allowed_wallets)
+            .finish()
+    }
+}
+
+impl SignerAuth {
+    /// Whether any client authentication is configured.
+    pub fn authenticates(&self) -> bool {
+        self.token.is_some() || self.client_ca.is_some()
+    }
+}
+
+/// Reads a secret token from a file (trailing newline removed); empty is an error.
+fn read_token_file(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| fatal(format!("cannot read token file {}: {e}", path.display())))?,
+    );
+    let token = text.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        return Err(fatal(format!("token file {} is empty", path.display())));
+    }
+    Ok(Zeroizing::new(token.to_string()))
 }
 
 /// The resolved configuration.
@@ -276,6 +372,7 @@ pub struct Config {
     pub timeout: Duration,
     pub auth_version: AuthVersion,
     pub mode: Mode,
+    pub signer_auth: SignerAuth,
     pub lightning_signer_file_system_path: Option<PathBuf>,
     pub keep_alive_timeout: Option<Duration>,
     pub headers_timeout: Option<Duration>,
@@ -542,10 +639,82 @@ impl Config {
                 .to_string()
         };
 
+        let w = &mut warnings;
         let mode = match (external_signer_url, signer_file_system_path) {
-            (Some(url), _) => Mode::ExternalSigner { url },
-            (None, Some(key_file)) => Mode::Signer { key_file },
+            (Some(url), _) => {
+                let token = match cli.external_signer_token_file.or_else(|| {
+                    env.read("OFC_SIGNER_EXTERNAL_SIGNER_TOKEN_FILE", &[], w)
+                        .map(PathBuf::from)
+                }) {
+                    Some(path) => Some(read_token_file(&path)?),
+                    None => env
+                        .read("OFC_SIGNER_EXTERNAL_SIGNER_TOKEN", &[], w)
+                        .map(Zeroizing::new),
+                };
+                let cert = cli.external_signer_cert.or_else(|| {
+                    env.read("OFC_SIGNER_EXTERNAL_SIGNER_CERT", &[], w)
+                        .map(PathBuf::from)
+                });
+                let key = cli.external_signer_key.or_else(|| {
+                    env.read("OFC_SIGNER_EXTERNAL_SIGNER_KEY", &[], w)
+                        .map(PathBuf::from)
+                });
+                let client_identity = match (cert, key) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(fatal(
+                            "--external-signer-cert and --external-signer-key must be given together",
+                        ));
+                    }
+                };
+                Mode::ExternalSigner(ExternalSignerConfig {
+                    url: url.trim_end_matches('/').to_string(),
+                    token,
+                    ca: cli.external_signer_ca.or_else(|| {
+                        env.read("OFC_SIGNER_EXTERNAL_SIGNER_CA", &[], w)
+                            .map(PathBuf::from)
+                    }),
+                    client_identity,
+                })
+            }
+            (None, Some(key_file)) => Mode::Signer {
+                key_file,
+                poll_interval: Duration::from_millis(cli.key_file_poll_ms.unwrap_or(1000).max(10)),
+            },
             (None, None) => Mode::Normal,
+        };
+        let auth_token = match cli.auth_token_file.or_else(|| {
+            env.read("OFC_SIGNER_AUTH_TOKEN_FILE", &[], w)
+                .map(PathBuf::from)
+        }) {
+            Some(path) => Some(read_token_file(&path)?),
+            None => env
+                .read("OFC_SIGNER_AUTH_TOKEN", &[], w)
+                .map(Zeroizing::new),
+        };
+        let client_ca = cli
+            .client_ca
+            .or_else(|| env.read("OFC_SIGNER_CLIENT_CA", &[], w).map(PathBuf::from));
+        let mut allowed_wallets: std::collections::BTreeSet<String> = cli
+            .allowed_wallets
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .collect();
+        if allowed_wallets.is_empty()
+            && let Some(list) = env.read("OFC_SIGNER_ALLOWED_WALLETS", &[], w)
+        {
+            allowed_wallets = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        let signer_auth = SignerAuth {
+            token: auth_token,
+            client_ca,
+            allowed_wallets: (!allowed_wallets.is_empty()).then_some(allowed_wallets),
         };
         let tls = if let (Some(key), Some(cert)) = (ssl_key, ssl_cert) {
             Some(TlsSource::Pem {
@@ -576,6 +745,7 @@ impl Config {
             timeout: Duration::from_millis(timeout_ms),
             auth_version,
             mode,
+            signer_auth,
             lightning_signer_file_system_path,
             keep_alive_timeout,
             headers_timeout,
@@ -592,16 +762,10 @@ impl Config {
                 "{what} is not supported by this version of ofc-signer yet"
             )))
         };
-        if self.ipc.is_some() {
-            return unsupported("--ipc");
-        }
-        if self.tls.is_some() {
-            return unsupported("TLS (--keypath/--crtpath/--sslkey/--sslcert)");
-        }
-        match self.mode {
-            Mode::Normal => {}
-            Mode::ExternalSigner { .. } => return unsupported("--externalSignerUrl"),
-            Mode::Signer { .. } => return unsupported("--signerMode"),
+        if self.signer_auth.client_ca.is_some() && self.tls.is_none() {
+            return Err(fatal(
+                "--client-ca needs TLS: also give --keypath and --crtpath (or --sslkey and --sslcert)",
+            ));
         }
         if self.lightning_signer_file_system_path.is_some() {
             return unsupported("--lightningSignerFileSystemPath");

@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod js_json;
@@ -30,5 +31,6 @@ pub mod message_sign;
 pub mod routes;
 pub mod sandbox;
 pub mod server;
+pub mod tls;
 pub mod tools;
 pub mod upstream;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 
+use ofc_signer::config::Mode;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::sandbox::{self, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DOCS_TOKEN, DOCS_WALLET_ID};
-use ofc_signer::server::{self, AppState, ConnectionSettings};
+use ofc_signer::server::{Listener, Prepared};
+use ofc_signer::upstream::client::SystemClock;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,16 +66,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         None
     };
     config.check_supported().map_err(|e| e.0)?;
+    warn_if_unauthenticated_signer(&config);
 
-    let address = format!("{}:{}", config.bind, config.port);
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|e| format!("listen {address}: {e}"))?;
-    let settings = ConnectionSettings::from_config(&config);
+    // Everything that can fail is checked before anything listens (spec §7.3).
     let banner = config.banner();
     let log_location = config.logfile_absolute();
-    let state = Arc::new(AppState::new(config, &env)?);
-    let app = server::router(state);
+    let address = format!("{}:{}", config.bind, config.port);
+    let prepared = Prepared::new(config, &env, Arc::new(SystemClock))?;
+    let listener = Listener::bind(&prepared.state.config).await?;
 
     for line in banner {
         println!("{line}");
@@ -86,16 +85,34 @@ async fn run(cli: Cli) -> Result<(), String> {
         print_demo_instructions(&address);
     }
 
-    server::serve_listener(
-        listener,
-        app,
-        settings,
-        shutdown_signal(),
-        Duration::from_secs(30),
-    )
-    .await;
+    prepared
+        .serve(listener, shutdown_signal(), Duration::from_secs(30))
+        .await;
     drop(demo_sandbox);
     Ok(())
+}
+
+/// A signer reachable from other hosts with no authentication is an open signing oracle: say so.
+fn warn_if_unauthenticated_signer(config: &Config) {
+    let loopback = config.ipc.is_some()
+        || config.bind == "localhost"
+        || config
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if matches!(config.mode, Mode::Signer { .. })
+        && !loopback
+        && !config.signer_auth.authenticates()
+    {
+        eprintln!("**********************************************************************");
+        eprintln!(
+            "WARNING: signer mode is listening on {} without authentication:",
+            config.bind
+        );
+        eprintln!("anyone who can reach this port can obtain signatures from your keys.");
+        eprintln!("Set --auth-token-file and/or --client-ca (with TLS), and --allowed-wallets.");
+        eprintln!("**********************************************************************");
+    }
 }
 
 fn print_demo_instructions(address: &str) {

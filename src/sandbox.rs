@@ -64,12 +64,6 @@ pub enum Fault {
     },
     /// Answer normally, after this many milliseconds.
     Delay { ms: u64 },
-    /// Answer requests whose path contains `path_contains` with this status and JSON body.
-    RespondOn {
-        path_contains: String,
-        status: u16,
-        body: String,
-    },
 }
 
 /// A wallet the sandbox serves.
@@ -343,22 +337,6 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         Err(response) => return *response,
     };
     let mut response = match &fault {
-        Some(Fault::RespondOn {
-            path_contains,
-            status,
-            body,
-        }) if path.contains(path_contains.as_str()) => {
-            let mut response = (
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body.clone(),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
         Some(Fault::Respond {
             status,
             content_type,
@@ -423,14 +401,15 @@ fn route(shared: &Shared, caller: &Caller, method: &str, path: &str, body: &[u8]
         _ if matches!(caller, Caller::Anonymous) => {
             error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
         }
-        ("GET", ["api", "v2", "ofc", "wallet", id]) => {
+        // Wallets and keychains of any coin (`fetch-keys` reads them per coin).
+        ("GET", ["api", "v2", _coin, "wallet", id]) => {
             let inner = shared.lock();
             match inner.wallets.get(&percent_decode(id)) {
                 Some(wallet) => json(StatusCode::OK, wallet_document(wallet)),
                 None => error(StatusCode::NOT_FOUND, "wallet not found", "WalletNotFound"),
             }
         }
-        ("GET", ["api", "v2", "ofc", "key", id]) => {
+        ("GET", ["api", "v2", _coin, "key", id]) => {
             let inner = shared.lock();
             match inner.keychains.get(&percent_decode(id)) {
                 Some(keychain) => json(StatusCode::OK, keychain.clone()),

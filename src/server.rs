@@ -1,10 +1,12 @@
-//! Server assembly: the shared [`AppState`], the request pipeline (route → body → handler →
-//! Express-shaped errors, all under the request timeout) and the accept loop with keep-alive /
-//! header timeouts and graceful shutdown.
+//! Server assembly: the shared [`AppState`], the request pipeline (client authentication → route
+//! → body → handler → Express-shaped errors, all under the request timeout) and the accept loop
+//! (TCP, TLS with optional client certificates, or a Unix socket) with keep-alive / header
+//! timeouts and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,17 +17,44 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::{Config, Env};
-use crate::error::{ApiError, Secrets};
+use crate::auth::{ClientAuth, ConnectionInfo};
+use crate::config::{Config, Env, Mode};
+use crate::error::{ApiError, Secrets, json_response};
+use crate::js_json::{JsObject, JsValue};
+use crate::keys::keystore::KeyStore;
 use crate::keys::{KdfPool, WalletPassphrases};
 use crate::routes::{self, Route};
 use crate::upstream::client::{ClientSettings, Clock, SystemClock, UpstreamClient};
+use crate::upstream::external_signer::ExternalSigner;
 
 /// How much longer than the request timeout an upstream call may take.
 const UPSTREAM_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where signPayload requests are served from.
+pub enum Signing {
+    /// Normal mode: BitGo's wallet and keychain (spec §1.4).
+    Upstream,
+    /// Signer mode: the key file (spec §1.5).
+    KeyFile(Arc<KeyStore>),
+    /// Forward mode: another signer (spec §1.3).
+    Forward(ExternalSigner),
+}
+
+/// Outcome counters: signatures made, failures, and refusals (authentication / allowlist),
+/// which are counted apart from failures.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub signatures: AtomicU64,
+    pub failures: AtomicU64,
+    pub refusals: AtomicU64,
+}
 
 /// Everything a request handler needs; shared by all requests.
 pub struct AppState {
@@ -33,6 +62,9 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     pub passphrases: WalletPassphrases,
     pub kdf: KdfPool,
+    pub signing: Signing,
+    pub auth: ClientAuth,
+    pub counters: Counters,
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,6 +77,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Builds the state from a resolved configuration and the environment it was read from.
+    /// In signer mode this reads the key file (startup check §7.3 step 8).
     pub fn new(config: Config, env: &Env) -> Result<Self, String> {
         Self::with_clock(config, env, Arc::new(SystemClock))
     }
@@ -68,12 +101,100 @@ impl AppState {
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2);
+        let kdf = KdfPool::new(kdf_permits);
+        let passphrases = WalletPassphrases::new(env.wallet_passphrases());
+        let signing = match &config.mode {
+            Mode::Normal => Signing::Upstream,
+            Mode::Signer { key_file, .. } => Signing::KeyFile(Arc::new(KeyStore::open(
+                key_file,
+                passphrases.clone(),
+                kdf.clone(),
+            )?)),
+            Mode::ExternalSigner(external) => Signing::Forward(ExternalSigner::new(
+                external,
+                config.timeout + UPSTREAM_TIMEOUT_MARGIN,
+            )?),
+        };
+        let auth = ClientAuth::new(
+            &config.signer_auth,
+            matches!(config.mode, Mode::Signer { .. }),
+        );
         Ok(AppState {
             config: Arc::new(config),
             upstream,
-            passphrases: WalletPassphrases::new(env.wallet_passphrases()),
-            kdf: KdfPool::new(kdf_permits),
+            passphrases,
+            kdf,
+            signing,
+            auth,
+            counters: Counters::default(),
         })
+    }
+
+    /// Background work of signer mode: unlock the keys whose passphrase is in the environment
+    /// (requests meanwhile wait for, or do, the one derivation per key), and watch the key file.
+    pub fn start_background_tasks(&self) {
+        if let (Signing::KeyFile(store), Mode::Signer { poll_interval, .. }) =
+            (&self.signing, &self.config.mode)
+        {
+            let store = store.clone();
+            let poll_interval = *poll_interval;
+            tokio::spawn(async move {
+                let (unlocked, failed) = store.unlock_from_environment().await;
+                tracing::info!(
+                    wallets = store.len(),
+                    unlocked,
+                    failed,
+                    "signer keys unlocked from the environment"
+                );
+                store.watch(poll_interval);
+            });
+        }
+    }
+}
+
+/// A server ready to listen: state built, TLS loaded, all startup checks passed.
+pub struct Prepared {
+    pub state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+    settings: ConnectionSettings,
+}
+
+impl Prepared {
+    /// Everything that can fail before listening (spec §7.3): the key file, TLS material, clients.
+    pub fn new(config: Config, env: &Env, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let tls = match &config.tls {
+            Some(source) => Some(TlsAcceptor::from(crate::tls::server_config(
+                source,
+                config.signer_auth.client_ca.as_deref(),
+            )?)),
+            None => None,
+        };
+        let settings = ConnectionSettings::from_config(&config);
+        let state = Arc::new(AppState::with_clock(config, env, clock)?);
+        Ok(Prepared {
+            state,
+            tls,
+            settings,
+        })
+    }
+
+    /// Starts the background tasks and serves `listener` until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: impl Into<Listener>,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) {
+        self.state.start_background_tasks();
+        serve_listener(
+            listener,
+            self.tls,
+            router(self.state),
+            self.settings,
+            shutdown,
+            drain,
+        )
+        .await;
     }
 }
 
@@ -87,9 +208,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         }))
 }
 
-/// The request pipeline: resolve the route, decode the body, run the handler, render any error
-/// with the request's secrets redacted — all within the configured request timeout
-/// (`connect-timeout`: 503 `Response timeout`).
+/// The request pipeline: authenticate the client, resolve the route, decode the body, run the
+/// handler, render any error with the request's secrets redacted — all within the configured
+/// request timeout (`connect-timeout`: 503 `Response timeout`).
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -115,21 +236,61 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     response
 }
 
+/// A refusal (401/403): counted apart from failures.
+fn refuse(state: &AppState, error: ApiError) -> Response {
+    state.counters.refusals.fetch_add(1, Ordering::Relaxed);
+    error.render(&Secrets::default())
+}
+
 async fn serve(state: &AppState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let signer_mode = matches!(state.signing, Signing::KeyFile(_));
     let route = routes::resolve(&parts.method, parts.uri.path());
+    if route == Route::Health {
+        return health(state);
+    }
+    let connection = parts
+        .extensions
+        .get::<ConnectionInfo>()
+        .copied()
+        .unwrap_or_default();
+    if let Err(refusal) = state.auth.check_request(&parts.headers, connection) {
+        return refuse(state, refusal);
+    }
     match route {
-        Route::PingExpress => routes::local::ping_express(),
-        Route::Ping => routes::local::ping(state, &parts)
-            .await
-            .unwrap_or_else(|e| e.render(&Secrets::default())),
-        Route::SignPayload | Route::Encrypt | Route::Decrypt => {
+        Route::SignPayload => {
             let mut body = match routes::read_typed_body(&parts, body).await {
                 Ok(body) => body,
                 Err(error) => return error.render(&Secrets::default()),
             };
+            if let Some(wallet_id) = body.value.get("walletId").and_then(JsValue::as_str)
+                && let Err(refusal) = state.auth.check_wallet(wallet_id)
+            {
+                return refuse(state, refusal);
+            }
+            let result = match &state.signing {
+                Signing::Upstream => routes::sign_payload::handle(state, &parts, &mut body).await,
+                Signing::KeyFile(store) => routes::sign_payload::handle_signer_mode(state, store, &mut body).await,
+                Signing::Forward(signer) => routes::sign_payload::handle_forward(signer, &body).await,
+            };
+            let counter = if result.is_ok() { &state.counters.signatures } else { &state.counters.failures };
+            counter.fetch_add(1, Ordering::Relaxed);
+            result.unwrap_or_else(|error| error.render(&body.secrets))
+        }
+        // Signer mode serves nothing else (Express: its default 404).
+        _ if signer_mode => ApiError::api_response(
+            StatusCode::NOT_FOUND,
+            format!("Cannot {} {}", parts.method, parts.uri.path()),
+        )
+        .render(&Secrets::default()),
+        Route::PingExpress => routes::local::ping_express(),
+        Route::Ping => routes::local::ping(state, &parts).await.unwrap_or_else(|e| e.render(&Secrets::default())),
+        Route::Encrypt | Route::Decrypt => {
+            let body = match routes::read_typed_body(&parts, body).await {
+                Ok(body) => body,
+                Err(error) => return error.render(&Secrets::default()),
+            };
             let result = match route {
-                Route::SignPayload => routes::sign_payload::handle(state, &parts, &mut body).await,
                 Route::Encrypt => routes::local::encrypt(state, &body).await,
                 _ => routes::local::decrypt(state, &body).await,
             };
@@ -137,12 +298,34 @@ async fn serve(state: &AppState, request: Request) -> Response {
         }
         Route::NotApi => ApiError::api_response(StatusCode::NOT_FOUND, "bitgo-express can only proxy BitGo API requests")
             .render(&Secrets::default()),
-        Route::Proxy => ApiError::api_response(
+        Route::Proxy | Route::Health => ApiError::api_response(
             StatusCode::NOT_FOUND,
             "ofc-signer does not proxy this BitGo API route (the generic proxy is not enabled in this version)",
         )
         .render(&Secrets::default()),
     }
+}
+
+/// `GET /ofc-signer/health`: ofc-signer's own status route (no secrets; not authenticated).
+fn health(state: &AppState) -> Response {
+    let mut body = JsObject::new();
+    body.insert("status", "ok");
+    let mode = match &state.signing {
+        Signing::Upstream => "normal",
+        Signing::KeyFile(_) => "signer",
+        Signing::Forward(_) => "forward",
+    };
+    body.insert("mode", mode);
+    if let Signing::KeyFile(store) = &state.signing {
+        body.insert("wallets", store.len() as f64);
+    }
+    let counter = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    body.insert("signatures", counter(&state.counters.signatures));
+    body.insert("failures", counter(&state.counters.failures));
+    body.insert("refusals", counter(&state.counters.refusals));
+    body.insert("kdfRuns", state.kdf.runs() as f64);
+    body.insert("version", env!("CARGO_PKG_VERSION"));
+    json_response(StatusCode::OK, JsValue::Object(body).to_json())
 }
 
 /// Connection-level settings of the HTTP server.
@@ -165,15 +348,66 @@ impl ConnectionSettings {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish (at most `drain` long).
+/// A bound listening socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// Binds `<bind>:<port>`, or the Unix socket `ipc` (an existing socket file is replaced; any
+    /// other existing file is an error, as in Express).
+    pub async fn bind(config: &Config) -> Result<Listener, String> {
+        match &config.ipc {
+            #[cfg(unix)]
+            Some(path) => bind_ipc(path).map(Listener::Unix),
+            #[cfg(not(unix))]
+            Some(_) => Err("IPC option is not supported on this platform".to_string()),
+            None => {
+                let address = format!("{}:{}", config.bind, config.port);
+                TcpListener::bind(&address)
+                    .await
+                    .map(Listener::Tcp)
+                    .map_err(|e| format!("listen {address}: {e}"))
+            }
+        }
+    }
+
+    /// The bound TCP port (0 for Unix sockets).
+    pub fn port(&self) -> u16 {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr().map(|a| a.port()).unwrap_or(0),
+            #[cfg(unix)]
+            Listener::Unix(_) => 0,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn bind_ipc(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        if !metadata.file_type().is_socket() {
+            return Err("IPC socket is not actually a socket".to_string());
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(|e| format!("listen {}: {e}", path.display()))
+}
+
+/// Serves `app` until `shutdown` resolves, then stops accepting and lets in-flight requests
+/// finish (at most `drain` long). With `tls`, every TCP connection is a TLS connection.
 pub async fn serve_listener(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
+    tls: Option<TlsAcceptor>,
     app: Router,
     settings: ConnectionSettings,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    let listener = listener.into();
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -185,27 +419,51 @@ pub async fn serve_listener(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(None);
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(error) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, builder, watcher, tls) = (
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            match (stream, tls) {
+                (Accepted::Tcp(stream), Some(tls)) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+                    let Ok(Ok(stream)) = handshake else {
+                        tracing::debug!("TLS handshake failed or timed out");
+                        return;
+                    };
+                    let info = ConnectionInfo {
+                        client_certificate: stream.get_ref().1.peer_certificates().is_some(),
+                    };
+                    serve_connection(stream, info, app, &builder, watcher).await;
+                }
+                (Accepted::Tcp(stream), None) => {
+                    serve_connection(stream, ConnectionInfo::default(), app, &builder, watcher)
+                        .await;
+                }
+                #[cfg(unix)]
+                (Accepted::Unix(stream), _) => {
+                    serve_connection(stream, ConnectionInfo::default(), app, &builder, watcher)
+                        .await;
+                }
             }
         });
     }
@@ -215,5 +473,52 @@ pub async fn serve_listener(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {drain:?}");
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener::Tcp(listener)
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(listener) => {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Accepted::Tcp(stream))
+        }
+        #[cfg(unix)]
+        Listener::Unix(listener) => Ok(Accepted::Unix(listener.accept().await?.0)),
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    info: ConnectionInfo,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = tower::ServiceExt::map_request(
+        app,
+        move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(info);
+            request
+        },
+    );
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%error, "connection ended with an error");
     }
 }

@@ -238,3 +238,106 @@ fn demo_serves_the_documentation_curl_verbatim() {
         ),
     }
 }
+
+#[test]
+fn signer_mode_startup_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"w\":").unwrap();
+    let missing_s = missing.to_str().unwrap();
+    let broken_s = broken.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--signerMode", "--signerFileSystemPath", missing_s],
+            format!("Fatal error: Failed to parse {missing_s} - ENOENT: no such file or directory, open '{missing_s}'"),
+        ),
+        (
+            vec!["--signerMode", "--signerFileSystemPath", broken_s],
+            format!("Fatal error: Failed to parse {broken_s} - Unexpected end of JSON input"),
+        ),
+        (
+            vec!["--signerFileSystemPath", broken_s],
+            "Fatal error: signerMode and signerFileSystemPath must both be set in order to run in external signing mode.".into(),
+        ),
+        (
+            vec!["--signerMode", "--signerFileSystemPath", broken_s, "--externalSignerUrl", "http://x"],
+            "Fatal error: signerMode or signerFileSystemPath is set, but externalSignerUrl is also set.".into(),
+        ),
+        (
+            vec!["--signerMode", "--signerFileSystemPath", broken_s, "--lightningSignerFileSystemPath", broken_s],
+            "Fatal error: signerMode and lightningSignerFileSystemPath cannot be set at the same time.".into(),
+        ),
+        (
+            vec!["--client-ca", broken_s],
+            "Fatal error: --client-ca needs TLS: also give --keypath and --crtpath (or --sslkey and --sslcert)".into(),
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stderr) = fatal(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(stderr.lines().any(|l| l == message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn signer_mode_banner_and_open_signer_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys.json");
+    std::fs::write(&key_file, "{}").unwrap();
+    let port = free_port().to_string();
+    let running = start(
+        &[
+            "--signerMode",
+            "--signerFileSystemPath",
+            key_file.to_str().unwrap(),
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+        ],
+        &[],
+        "External signer mode: true",
+    );
+    assert_eq!(
+        running.banner,
+        [
+            "BitGo-Express running".to_string(),
+            "Environment: test".to_string(),
+            format!("Base URI: http://127.0.0.1:{port}"),
+            "External signer mode: true".to_string(),
+        ]
+    );
+    drop(running);
+
+    // Reachable from other hosts without authentication: a loud warning on stderr.
+    let mut child = Command::new(BINARY)
+        .args([
+            "--signerMode",
+            "--signerFileSystemPath",
+            key_file.to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "0.0.0.0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .take(2)
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                .contains("WARNING: signer mode is listening on 0.0.0.0 without authentication")),
+        "{lines:?}"
+    );
+}

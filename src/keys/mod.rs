@@ -3,10 +3,12 @@
 //! runs the slow key-derivation functions off the async executor ([`KdfPool`]).
 
 pub mod envelope;
+pub mod keystore;
 pub mod xprv;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
@@ -43,13 +45,20 @@ impl WalletPassphrases {
 #[derive(Clone, Debug)]
 pub struct KdfPool {
     permits: Arc<Semaphore>,
+    runs: Arc<AtomicU64>,
 }
 
 impl KdfPool {
     pub fn new(permits: usize) -> Self {
         KdfPool {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            runs: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many derivations (decrypt/encrypt jobs) have run.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on a blocking thread once a permit is free.
@@ -63,6 +72,7 @@ impl KdfPool {
             .acquire()
             .await
             .map_err(|_| ApiError::internal("key derivation pool is shut down"))?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| ApiError::internal("key derivation failed unexpectedly"))

@@ -36,6 +36,8 @@ pub enum Route {
     NotApi,
     /// A BitGo API path Express would proxy upstream.
     Proxy,
+    /// `GET /ofc-signer/health`: ofc-signer's own status route.
+    Health,
 }
 
 /// Express's URL normalisation: every `//` becomes `/` in one left-to-right pass.
@@ -63,6 +65,7 @@ pub fn resolve(method: &Method, path: &str) -> Route {
         (&Method::GET, "/api/v1/pingexpress" | "/api/v2/pingexpress") => Some(Route::PingExpress),
         (&Method::POST, "/api/v1/encrypt" | "/api/v2/encrypt") => Some(Route::Encrypt),
         (&Method::POST, "/api/v1/decrypt" | "/api/v2/decrypt") => Some(Route::Decrypt),
+        (&Method::GET, "/ofc-signer/health") => Some(Route::Health),
         _ => None,
     };
     // The catch-all proxy test `^/api` is case-sensitive (spec §5.1 route 9).

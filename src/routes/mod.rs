@@ -9,6 +9,7 @@
 //! pingexpress, encrypt, decrypt).
 
 pub mod local;
+pub mod proxy;
 pub mod sign_payload;
 
 use axum::body::Body;
@@ -199,9 +200,30 @@ pub async fn read_body(parts: &Parts, body: Body) -> Result<bytes::Bytes, ApiErr
     }
 }
 
+/// Whether the request's `Content-Type` is JSON for body-parser (`application/json`, any case,
+/// any parameters).
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+}
+
 /// Reads and decodes a typed route's body like Express's global JSON parser (spec §0.1 step 3,
 /// §0.1 step 7): JSON content types are parsed strictly, anything else decodes as `{}`.
 pub async fn read_typed_body(parts: &Parts, body: Body) -> Result<TypedBody, ApiError> {
+    let bytes = read_body(parts, body).await?;
+    decode_typed_body(parts, &bytes)
+}
+
+/// Decodes an already read body (see [`read_typed_body`]).
+pub fn decode_typed_body(parts: &Parts, bytes: &[u8]) -> Result<TypedBody, ApiError> {
     let kind = body_kind(&parts.headers);
     if let Some(encoding) = parts
         .headers
@@ -217,7 +239,6 @@ pub async fn read_typed_body(parts: &Parts, body: Body) -> Result<TypedBody, Api
             ));
         }
     }
-    let bytes = read_body(parts, body).await?;
     let value = match kind {
         BodyKind::Ignored => JsValue::Object(JsObject::new()),
         BodyKind::UnsupportedCharset(charset) => {
@@ -227,7 +248,7 @@ pub async fn read_typed_body(parts: &Parts, body: Body) -> Result<TypedBody, Api
                 format!("unsupported charset \"{charset}\""),
             ));
         }
-        BodyKind::Json => js_json::parse_body(&bytes).map_err(|e| {
+        BodyKind::Json => js_json::parse_body(bytes).map_err(|e| {
             ApiError::body_parser(StatusCode::BAD_REQUEST, "SyntaxError", e.to_string())
         })?,
     };

@@ -144,6 +144,28 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> JsValue {
         .unwrap_or_else(|_| JsValue::Object(JsObject::new()))
 }
 
+/// The path and query as they go on the wire and into the HMAC subject: legacy `url.parse`
+/// escaping ([`subject_path`]) plus percent-encoding of non-ASCII bytes, which the HTTP client
+/// would otherwise encode after signing.
+pub fn wire_path(path_and_query: &str) -> String {
+    let escaped = subject_path(path_and_query);
+    if escaped.is_ascii() {
+        return escaped;
+    }
+    let mut out = String::with_capacity(escaped.len() + 16);
+    for c in escaped.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// Whether the path part of `path_and_query` has a `.` or `..` segment (also percent-encoded),
 /// which URL parsing would remove.
 pub fn has_dot_segment(path_and_query: &str) -> bool {
@@ -281,8 +303,9 @@ impl UpstreamClient {
                 ),
             ));
         }
-        let url = format!("{}{}", self.base_url, request.path);
-        let path = subject_path(request.path);
+        // What is signed is exactly what is sent (Express's non-ASCII mismatch is fixed).
+        let path = wire_path(request.path);
+        let url = format!("{}{}", self.base_url, path);
         let body = request.body.clone().unwrap_or_default();
         let timestamp = self.clock.now_ms();
 
@@ -493,6 +516,16 @@ mod tests {
             )),
             "/api/v2/ofc/wallet/x%27y%7Bz%7D"
         );
+    }
+
+    #[test]
+    fn wire_paths_are_what_is_signed() {
+        assert_eq!(
+            wire_path("/api/v2/ofc/wallet/w?q=é"),
+            "/api/v2/ofc/wallet/w?q=%C3%A9"
+        );
+        assert_eq!(wire_path("/a b'c?x=\"y\"#frag"), "/a%20b%27c?x=%22y%22");
+        assert_eq!(subject_path(&wire_path("/x/é?ü=1")), wire_path("/x/é?ü=1"));
     }
 
     #[test]

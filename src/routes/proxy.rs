@@ -1,0 +1,424 @@
+//! Express's generic proxy (spec §5.1–5.3): everything under `/api` (and `/oauth/token`) that is
+//! not a local route goes to BitGo with the caller's token, the client's exact body bytes and
+//! Content-Type, `x-bitgo-otp`, and `enterprise-id` on enterprise routes; BitGo's status and JSON
+//! body come back.
+//!
+//! [`plan`] is the route table in Express's match order (pure, tested below); [`forward`] sends.
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use crate::error::{ApiError, Secrets, json_response};
+use crate::js_json::JsValue;
+use crate::routes::{self, Caller};
+use crate::server::AppState;
+use crate::upstream::client::{UpstreamResponse, upstream_status_error};
+
+/// Which Express route matched (spec §5.1 numbering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyRoute {
+    /// Routes 3, 5, 6: the URL is rebuilt from the decoded path remainder.
+    Rebuilt,
+    /// Route 7: `POST /api/network/v1/enterprises/:eid/clients/connections`.
+    Connections,
+    /// Route 8: `/api/:ns/v1|v2/enterprises/:eid/*`, forwarded as received with `enterprise-id`.
+    Enterprise,
+    /// Route 9: any other `/api…` or `/oauth/token…` URL, forwarded as received.
+    Original,
+}
+
+/// Where a proxied request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPlan {
+    pub route: ProxyRoute,
+    /// Path and query of the upstream URL.
+    pub upstream_path: String,
+    pub enterprise_id: Option<String>,
+}
+
+/// Why a request is not proxied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotProxied {
+    /// 404 `bitgo-express can only proxy BitGo API requests`.
+    NotApi,
+    /// `--disableproxy` and no explicit route: Express's default 404 (`Cannot GET /x`).
+    Disabled,
+}
+
+/// Percent-decodes once (Express decodes route parameters once); invalid sequences stay.
+fn decode_once(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A decoded path remainder made safe to put back in a URL path: `?` and `#` (which would change
+/// the URL's structure) are re-escaped; the rest is escaped by the client like any path.
+fn reencode_structural(decoded: &str) -> String {
+    decoded.replace('?', "%3F").replace('#', "%23")
+}
+
+/// Matches `prefix` case-insensitively at the start of `path` and returns the remainder.
+fn strip_prefix_ci<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = path.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &path[prefix.len()..])
+}
+
+/// The enterprise id of `/api/:ns/v1|v2/enterprises/:eid/…` (route 8's pattern), if it matches.
+fn enterprise_route(path: &str) -> Option<String> {
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let api = segments.next()?;
+    let _namespace = segments.next().filter(|s| !s.is_empty())?;
+    let version = segments.next()?;
+    let enterprises = segments.next()?;
+    let enterprise_id = segments.next().filter(|s| !s.is_empty())?;
+    // `/*` needs at least the slash after the id.
+    segments.next()?;
+    (api.eq_ignore_ascii_case("api")
+        && (version.eq_ignore_ascii_case("v1") || version.eq_ignore_ascii_case("v2"))
+        && enterprises.eq_ignore_ascii_case("enterprises"))
+    .then(|| decode_once(enterprise_id))
+}
+
+/// Route 7's pattern: `POST /api/network/v1/enterprises/:eid/clients/connections[/]`.
+fn connections_route(method: &Method, path: &str) -> Option<String> {
+    if method != Method::POST {
+        return None;
+    }
+    let rest = strip_prefix_ci(path, "/api/network/v1/enterprises/")?;
+    let (enterprise_id, tail) = rest.split_once('/')?;
+    let tail = tail.strip_suffix('/').unwrap_or(tail);
+    (!enterprise_id.is_empty() && tail.eq_ignore_ascii_case("clients/connections"))
+        .then(|| decode_once(enterprise_id))
+}
+
+/// The route table in Express's match order (spec §5.1), for a request that is not a local route.
+/// `original` is the request target as received (path and query).
+pub fn plan(method: &Method, original: &str, disable_proxy: bool) -> Result<ProxyPlan, NotProxied> {
+    // Express collapses `//` in req.url (path and query) before routing; originalUrl stays raw.
+    let url = routes::collapse_double_slashes(original);
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url.as_str(), None),
+    };
+    let search = query
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let rebuilt = |prefix: &str, rest: &str| ProxyPlan {
+        route: ProxyRoute::Rebuilt,
+        upstream_path: format!(
+            "{prefix}{}{search}",
+            reencode_structural(&decode_once(rest))
+        ),
+        enterprise_id: None,
+    };
+    // Route 3: /api/v1/*
+    if let Some(rest) = strip_prefix_ci(path, "/api/v1/") {
+        return Ok(rebuilt("/api/v1/", rest));
+    }
+    // Route 5: /api/v2/user/*
+    if let Some(rest) = strip_prefix_ci(path, "/api/v2/user/") {
+        return Ok(rebuilt("/api/v2/user/", rest));
+    }
+    // Route 6: /api/v2/:coin/*
+    if let Some(rest) = strip_prefix_ci(path, "/api/v2/")
+        && let Some((coin, rest)) = rest.split_once('/')
+        && !coin.is_empty()
+    {
+        return Ok(rebuilt(&format!("/api/v2/{}/", decode_once(coin)), rest));
+    }
+    // Route 7: connections (also when the proxy is disabled).
+    if let Some(enterprise_id) = connections_route(method, path) {
+        return Ok(ProxyPlan {
+            route: ProxyRoute::Connections,
+            upstream_path: original.to_string(),
+            enterprise_id: Some(enterprise_id),
+        });
+    }
+    if disable_proxy {
+        return Err(NotProxied::Disabled);
+    }
+    // Route 8: enterprise routes, with the `enterprise-id` header.
+    if let Some(enterprise_id) = enterprise_route(path) {
+        return Ok(ProxyPlan {
+            route: ProxyRoute::Enterprise,
+            upstream_path: original.to_string(),
+            enterprise_id: Some(enterprise_id),
+        });
+    }
+    // Route 9: `^/api` on originalUrl (case-sensitive) or `^/oauth/token` on url.
+    if original.starts_with("/api") || url.starts_with("/oauth/token") {
+        return Ok(ProxyPlan {
+            route: ProxyRoute::Original,
+            upstream_path: original.to_string(),
+            enterprise_id: None,
+        });
+    }
+    Err(NotProxied::NotApi)
+}
+
+/// The body sent upstream and its Content-Type (spec §5.2).
+pub struct ForwardBody {
+    pub bytes: Option<Bytes>,
+    pub content_type: Option<String>,
+    /// The parsed JSON (for redaction and for routes that look inside).
+    pub value: JsValue,
+    pub secrets: Secrets,
+}
+
+/// Reads the body as Express's proxy routes do: a missing Content-Type means JSON; JSON bodies
+/// are validated (400/413/415) and sent as the client's exact bytes with its Content-Type; other
+/// bodies are replaced by `{}` (`application/json`). GET and HEAD send nothing.
+pub async fn read_forward_body(parts: &mut Parts, body: Body) -> Result<ForwardBody, ApiError> {
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        return Ok(ForwardBody {
+            bytes: None,
+            content_type: None,
+            value: JsValue::Object(Default::default()),
+            secrets: Secrets::default(),
+        });
+    }
+    if !parts.headers.contains_key(header::CONTENT_TYPE) {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts.headers.contains_key(header::CONTENT_LENGTH);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let raw = routes::read_body(parts, body).await?;
+    let typed = routes::decode_typed_body(parts, &raw)?;
+    let is_json = routes::is_json_content_type(&parts.headers);
+    let (bytes, content_type) = if has_body && is_json {
+        (raw, content_type)
+    } else {
+        (
+            Bytes::from_static(b"{}"),
+            Some("application/json".to_string()),
+        )
+    };
+    Ok(ForwardBody {
+        bytes: Some(bytes),
+        content_type,
+        value: typed.value,
+        secrets: typed.secrets,
+    })
+}
+
+/// Sends a proxied request and renders BitGo's answer as Express does: the upstream status with
+/// its JSON body re-serialised (`{}` for non-JSON), or the upstream error (spec §5.3).
+pub async fn forward(
+    state: &AppState,
+    parts: &Parts,
+    plan: &ProxyPlan,
+    body: &ForwardBody,
+) -> Result<UpstreamResponse, ApiError> {
+    let caller = Caller::from_headers(&parts.headers);
+    let mut request = caller.upstream(parts.method.clone(), &plan.upstream_path);
+    request.body = body.bytes.clone();
+    request.content_type = body.content_type.as_deref();
+    if let Some(enterprise_id) = &plan.enterprise_id
+        && let Ok(value) = HeaderValue::from_str(enterprise_id)
+    {
+        request = request.header(HeaderName::from_static("enterprise-id"), value);
+    }
+    if let Some(otp) = parts.headers.get("x-bitgo-otp") {
+        request = request.header(HeaderName::from_static("x-bitgo-otp"), otp.clone());
+    }
+    state.upstream.exchange(&request).await
+}
+
+/// The client's answer for an upstream response.
+pub fn relay(response: &UpstreamResponse, secrets: &Secrets) -> Response {
+    if response.status.is_success()
+        || response.status.is_informational()
+        || response.status.is_redirection()
+    {
+        json_response(response.status, response.json().to_json())
+    } else {
+        upstream_status_error(response).render(secrets)
+    }
+}
+
+/// The whole proxy route: plan, body, forward, relay.
+pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response {
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let plan = match plan(&parts.method, &original, state.config.disable_proxy) {
+        Ok(plan) => plan,
+        Err(NotProxied::NotApi) => {
+            return ApiError::api_response(
+                StatusCode::NOT_FOUND,
+                "bitgo-express can only proxy BitGo API requests",
+            )
+            .render(&Secrets::default());
+        }
+        Err(NotProxied::Disabled) => return cannot(&parts),
+    };
+    if !matches!(
+        parts.method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::OPTIONS
+            | Method::DELETE
+    ) {
+        return cannot(&parts);
+    }
+    let body = match read_forward_body(&mut parts, body).await {
+        Ok(body) => body,
+        Err(error) => return error.render(&Secrets::default()),
+    };
+    match forward(state, &parts, &plan, &body).await {
+        Ok(response) => relay(&response, &body.secrets),
+        Err(error) => error.render(&body.secrets),
+    }
+}
+
+/// Express's default 404 for an unrouted request (as a JSON error body).
+pub fn cannot(parts: &Parts) -> Response {
+    ApiError::api_response(
+        StatusCode::NOT_FOUND,
+        format!("Cannot {} {}", parts.method, parts.uri.path()),
+    )
+    .render(&Secrets::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(method: Method, url: &str) -> Result<ProxyPlan, NotProxied> {
+        plan(&method, url, false)
+    }
+
+    fn path(method: Method, url: &str) -> String {
+        planned(method, url).unwrap().upstream_path
+    }
+
+    #[test]
+    fn routes_3_5_6_rebuild_the_url_like_express() {
+        // Observed by the spec (§5.1).
+        assert_eq!(
+            path(Method::GET, "/api/v2/user//me?x=a//b"),
+            "/api/v2/user/me?x=a/b"
+        );
+        assert_eq!(
+            path(Method::GET, "/api/v2/user/a%2Fb?x=%20&y=%2F"),
+            "/api/v2/user/a/b?x=%20&y=%2F"
+        );
+        assert_eq!(
+            path(Method::GET, "/API/V2/USER/me?Q=1"),
+            "/api/v2/user/me?Q=1"
+        );
+        assert_eq!(
+            path(Method::GET, "/api/v2/ofc/foo%2Fbar?x=1"),
+            "/api/v2/ofc/foo/bar?x=1"
+        );
+        assert_eq!(
+            path(Method::GET, "/api/v2/ofc/wallet/x/"),
+            "/api/v2/ofc/wallet/x/"
+        );
+        assert_eq!(
+            path(Method::GET, "/api/v1/wallet/abc?limit=5"),
+            "/api/v1/wallet/abc?limit=5"
+        );
+        // A decoded `?` must not become a query.
+        assert_eq!(
+            path(Method::GET, "/api/v2/user/a%3Fb"),
+            "/api/v2/user/a%3Fb"
+        );
+        assert_eq!(
+            planned(Method::GET, "/api/v2/ofc/x").unwrap().route,
+            ProxyRoute::Rebuilt
+        );
+    }
+
+    #[test]
+    fn enterprise_and_original_routes_keep_the_url_as_received() {
+        let plan = planned(Method::GET, "/api/foo/v2/enterprises/E2/x%2Fy?z=1").unwrap();
+        assert_eq!(plan.route, ProxyRoute::Enterprise);
+        assert_eq!(plan.upstream_path, "/api/foo/v2/enterprises/E2/x%2Fy?z=1");
+        assert_eq!(plan.enterprise_id.as_deref(), Some("E2"));
+        let plan = planned(Method::GET, "/api/network/v1/foo//bar?q=1//2").unwrap();
+        assert_eq!(plan.route, ProxyRoute::Original);
+        assert_eq!(plan.upstream_path, "/api/network/v1/foo//bar?q=1//2");
+        let plan = planned(
+            Method::POST,
+            "/api/network/v1/enterprises/E1/partners/settlements?dryRun=true&b=2",
+        )
+        .unwrap();
+        assert_eq!(plan.route, ProxyRoute::Enterprise);
+        assert_eq!(
+            plan.upstream_path,
+            "/api/network/v1/enterprises/E1/partners/settlements?dryRun=true&b=2"
+        );
+        assert_eq!(
+            planned(Method::GET, "/oauth/token?a=1").unwrap().route,
+            ProxyRoute::Original
+        );
+    }
+
+    #[test]
+    fn connections_and_refusals() {
+        let connections = planned(
+            Method::POST,
+            "/api/network/v1/enterprises/E9/clients/connections",
+        )
+        .unwrap();
+        assert_eq!(connections.route, ProxyRoute::Connections);
+        assert_eq!(connections.enterprise_id.as_deref(), Some("E9"));
+        assert_eq!(
+            planned(Method::GET, "/API/network/v1/x"),
+            Err(NotProxied::NotApi)
+        );
+        assert_eq!(planned(Method::GET, "/foo"), Err(NotProxied::NotApi));
+        // --disableproxy keeps routes 3–7 and drops 8–9.
+        assert!(plan_disabled("/api/v2/user/me").is_ok());
+        assert!(
+            plan(
+                &Method::POST,
+                "/api/network/v1/enterprises/E9/clients/connections",
+                true
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            plan_disabled("/api/network/v1/enterprises/E1/x"),
+            Err(NotProxied::Disabled)
+        );
+        assert_eq!(plan_disabled("/api/foo"), Err(NotProxied::Disabled));
+    }
+
+    fn plan_disabled(url: &str) -> Result<ProxyPlan, NotProxied> {
+        plan(&Method::GET, url, true)
+    }
+}

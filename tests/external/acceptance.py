@@ -4,7 +4,9 @@
 Re-implements, from /work/shared/spec/express-compat.md only (no ofc-signer code), a fake BitGo
 API that checks the upstream HMAC authentication of every request (spec section 4) and signs its
 responses, then drives the ofc-signer binary over HTTP and compares its answers with the BitGo SDK
-vectors (tests/vectors/sdk-vectors.json) and the error contract of the spec.
+vectors (tests/vectors/sdk-vectors.json) and the error contract of the spec. Signer mode (1.5-1.7,
+11.9), signer authentication, forward mode (1.3) and the `verify`/`sign` subcommands are checked
+against the spec and the project README.
 
 Usage: python3 tests/external/acceptance.py [--binary target/debug/ofc-signer] [--quick]
 Python 3.11, standard library only.  Exit status 1 if any check failed.
@@ -486,7 +488,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
 
 def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("BITGO_") or k.startswith("WALLET_") or k in ("NODE_ENV", "DISABLESSL", "DISABLE_SSL", "DISABLE_PROXY", "DISABLE_ENV_CHECK"))}
+           if not (k.startswith(("BITGO_", "WALLET_", "OFC_SIGNER_")) or k in ("NODE_ENV", "DISABLESSL", "DISABLE_SSL", "DISABLE_PROXY", "DISABLE_ENV_CHECK"))}
     env.update(extra or {})
     return env
 
@@ -551,6 +553,87 @@ class Signer:
         self.tmp.cleanup()
 
 
+class ModeSigner(Signer):
+    """An ofc-signer process in signer or forward mode: `ofc-signer <args> --port P --bind <bind> <tail>`,
+    run in its own empty directory (no stray .env). Ready when GET /api/v2/pingexpress gets any HTTP
+    answer (signer mode has no ping route: 404) or, if ready_status is given, that status. Requests
+    carry no Authorization header unless one is given."""
+
+    def __init__(self, binary, name, args, env_extra=None, bind="127.0.0.1", tail=(), ready_status=None):
+        self.name = name
+        self.port = free_port()
+        self.args = [binary] + [str(a) for a in args] + ["--port", str(self.port), "--bind", bind] + [str(a) for a in tail]
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"ofc-accept-{name}-")
+        self.out_path = Path(self.tmp.name) / "stdout"
+        self.err_path = Path(self.tmp.name) / "stderr"
+        self.proc = subprocess.Popen(self.args, stdout=open(self.out_path, "wb"), stderr=open(self.err_path, "wb"),
+                                     stdin=subprocess.DEVNULL, env=clean_env(env_extra), cwd=self.tmp.name)
+        self.ready_error = self._wait_answer(ready_status)
+
+    def _wait_answer(self, want, timeout=10.0):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with {self.proc.returncode}: {self.output()[-600:]}"
+            try:
+                last = http_request(self.port, "GET", "/api/v2/pingexpress", timeout=2, raise_errors=True)
+                if want is None or last.status == want:
+                    return ""
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return f"GET /api/v2/pingexpress got no {want or 'HTTP'} answer within {timeout} s" + (f" (last {last.short(200)})" if last else "")
+
+    def stderr(self):
+        return self.err_path.read_text(errors="replace")
+
+    def request(self, method, path, body=None, token=None, ctype="application/json", headers=None):
+        return super().request(method, path, body, token=token, ctype=ctype, headers=headers)
+
+
+class ConnCounter:
+    """A TCP listener that only counts (and closes) the connections it gets. Given to a signer-mode
+    instance as its BitGo root URI, it proves that no request ever goes upstream."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.closed = False
+        threading.Thread(target=self._loop, name="conn-counter", daemon=True).start()
+
+    def _loop(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.count += 1
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def write_atomic(path, text):
+    """Write a file the way a careful operator (or fetch-keys) does: temporary file + rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def key_file_text(entries):
+    """A signer key file as fetch-keys writes it: JSON.stringify(keys, null, '\\t')."""
+    return json.dumps(entries, indent="\t", ensure_ascii=False)
+
+
 # --------------------------------------------------------------------------------------------
 # Test context: fakes, wallets, signer instances
 # --------------------------------------------------------------------------------------------
@@ -580,6 +663,9 @@ class Ctx:
         self.by_id = {v["id"]: v for v in self.sign_vectors}
         self.fakes = []
         self.signers = []
+        self.closers = []  # other things to close (connection counters)
+        self.workdir = tempfile.TemporaryDirectory(prefix="ofc-accept-files-")
+        self.sm_raw = {}  # vector id -> raw signer-mode response body (compared with the sign CLI)
 
     def check(self, group, name, ok, reason=""):
         return self.report.check(group, name, ok, reason)
@@ -587,10 +673,11 @@ class Ctx:
     def run(self, fn, *args):
         """Run one check group; an unexpected exception is reported as a failure, not a crash."""
         try:
-            fn(self, *args)
+            return fn(self, *args)
         except Exception as e:  # noqa: BLE001
             import traceback
             self.check(fn.__name__, "group completed", False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+            return None
 
     def envelope(self, v, version):
         """(encryptedPrv, passphrase) used for sign vector v with a v1 or v2 envelope."""
@@ -644,11 +731,21 @@ class Ctx:
         ok = self.check("startup", f"instance {name} answers /api/v2/pingexpress", not s.ready_error, s.ready_error)
         return s if ok else None
 
+    def start_mode(self, name, args, env_extra=None, bind="127.0.0.1", tail=(), ready_status=None, group="startup"):
+        """Start a signer-mode / forward-mode instance (ModeSigner); None if it did not come up."""
+        s = ModeSigner(self.binary, name, args, env_extra, bind, tail, ready_status)
+        self.signers.append(s)
+        ok = self.check(group, f"instance {name} is listening", not s.ready_error, s.ready_error)
+        return s if ok else None
+
     def close(self):
         for s in self.signers:
             s.stop()
         for f in self.fakes:
             f.close()
+        for c in self.closers:
+            c.close()
+        self.workdir.cleanup()
 
 
 def insert_passphrase(raw_body, passphrase):
@@ -804,10 +901,8 @@ def group_decrypt_vectors(ctx, s):
             ctx.check(g, f"{kind} {v['id']} -> 500 {msg!r}", not d, d)
 
 
-def check_sign_vector(ctx, g, s, fake, v, body_text, token=HMAC_TOKEN, expect_kind="hmac"):
-    idx = fake.mark()
-    r = s.sign(body_text, token=token)
-    recs = fake.since(idx)
+def sign_body_problems(r, v):
+    """Problems of r as the 200 {payload, signature} answer for sign vector v (exact keys and values)."""
     problems = []
     if r.status != 200:
         problems.append(f"status {r.status}")
@@ -826,6 +921,14 @@ def check_sign_vector(ctx, g, s, fake, v, body_text, token=HMAC_TOKEN, expect_ki
             problems.append(f"payload {str(payload)[:120]!r} != {v['payloadString'][:120]!r}")
         if got.get("signature") != v["signature"]:
             problems.append(f"signature {got.get('signature')!r} != {v['signature']}")
+    return problems
+
+
+def check_sign_vector(ctx, g, s, fake, v, body_text, token=HMAC_TOKEN, expect_kind="hmac"):
+    idx = fake.mark()
+    r = s.sign(body_text, token=token)
+    recs = fake.since(idx)
+    problems = sign_body_problems(r, v)
     key_id = ctx.key_id(v["walletId"])
     want_seq = [("GET", f"/api/v2/ofc/wallet/{v['walletId']}"), ("GET", f"/api/v2/ofc/key/{key_id}")]
     if upstream_seq(recs) != want_seq:
@@ -1166,6 +1269,563 @@ def group_unreachable(ctx):
     ctx.check(g, "upstream unreachable -> 500 ECONNREFUSED", not d, d)
 
 
+# --------------------------------------------------------------------------------------------
+# Signer mode (spec 1.5-1.7, 11.9), signer authentication, forward mode (1.3), key tooling
+# --------------------------------------------------------------------------------------------
+
+MSG_FALSY_PAYLOAD = "Missing required field: payload"
+MSG_DECRYPT_PREFIX = "Error when trying to decrypt private key: "
+MSG_EXTERNAL_AND_SIGNER = "signerMode or signerFileSystemPath is set, but externalSignerUrl is also set."
+MSG_SIGNER_AND_LIGHTNING = "signerMode and lightningSignerFileSystemPath cannot be set at the same time."
+MSG_GIVING_UP = "giving up after reaching max retry limit of 3"
+SIGNER_TOKEN = "acc-signer-" + hashlib.sha256(b"acceptance signer token").hexdigest()[:32]
+WRONG_PASSPHRASE_401 = error_pairs(MSG_WRONG_PASSPHRASE, "IncorrectPasswordError", code="wallet_passphrase_incorrect")
+
+# Wallets of the signer-mode error-table key file (spec 1.5 / 1.7 "C" rows).
+W_SM_NOENV = "c0000000000000000000000000000001"  # valid v1 envelope (root0), no env passphrase
+W_SM_INVALID = "c0000000000000000000000000000002"  # entry "invalid"
+W_SM_V3 = "c0000000000000000000000000000003"  # entry {"v":3}
+W_SM_NUM = "c0000000000000000000000000000004"  # numeric entry
+W_SM_WRONG1 = "c0000000000000000000000000000005"  # v1 envelope, wrong env passphrase
+W_SM_WRONG2 = "c0000000000000000000000000000006"  # v2 envelope, wrong env passphrase
+W_SM_UNKNOWN = "c0000000000000000000000000000007"  # not in the file, env passphrase set
+W_SM_UNKNOWN_NOENV = "c0000000000000000000000000000008"  # not in the file, no env passphrase
+
+
+def msg_no_env_passphrase(wallet_id):
+    return f"Could not find wallet passphrase WALLET_{wallet_id}_PASSPHRASE in environment"
+
+
+def msg_no_field(wallet_id, path):
+    return f"Could not find a field for walletId: {wallet_id} in {path}"
+
+
+def vector_diff(r, v, falsy_status=400, falsy_want=None):
+    """'' if r is the expected answer for sign vector v: {payload, signature}, or for a falsy payload
+    (expressRejectsFalsyPayload) signer mode's 400 `Missing required field: payload`."""
+    if v.get("expressRejectsFalsyPayload"):
+        return diff_body(r, falsy_status, falsy_want or error_pairs(MSG_FALSY_PAYLOAD, "ApiResponseError"))
+    problems = sign_body_problems(r, v)
+    if problems and r.status != 200:
+        problems.append(f"got {r.short(300)}")
+    return "; ".join(problems)
+
+
+def not_found_diff(r, method, path):
+    """README: signer mode's 404 for other paths is Express's `Cannot <METHOD> <path>` in the JSON error body."""
+    d = parser_error_diff(r, 404)
+    if not d and r.obj.get("message") != f"Cannot {method} {path}":
+        d = f"message {r.obj.get('message')!r} != 'Cannot {method} {path}'"
+    return d
+
+
+def passphrase_env(pairs):
+    return {f"WALLET_{w}_PASSPHRASE": p for w, p in pairs}
+
+
+def small_vectors(ctx):
+    """Three non-falsy sign vectors with different keys, for the small key files."""
+    out, labels = [], set()
+    for v in ctx.sign_vectors:
+        if not v.get("expressRejectsFalsyPayload") and v["payloadString"] is not None and v["keyLabel"] not in labels:
+            out.append(v)
+            labels.add(v["keyLabel"])
+        if len(out) == 3:
+            return out
+    raise AssertionError("fewer than 3 keys among the sign vectors")
+
+
+def sm_run_vectors(ctx, g, label, s, vectors, passphrase_of=None, token=None):
+    """Every vector through signer instance s (body passphrase from passphrase_of(v) if given)."""
+    for v in vectors:
+        body = v["rawBody"] if passphrase_of is None else insert_passphrase(v["rawBody"], passphrase_of(v))
+        r = s.sign(body, token=token)
+        d = vector_diff(r, v)
+        if not d and r.status == 200 and label == "v1-env":
+            ctx.sm_raw[v["id"]] = r.raw
+        ctx.check(g, f"{label} {v['id']}", not d, d)
+
+
+def setup_signer(ctx):
+    """Writes the key files and starts the signer-mode instances early, so that they unlock their
+    keys (at startup, README) while the normal-mode groups run."""
+    g = "signer-mode"
+    wd = Path(ctx.workdir.name)
+    vecs = ctx.sign_vectors
+    if ctx.quick:  # 5 vectors of different shapes, the falsy payloads and the lone surrogate
+        vecs = [v for i, v in enumerate(vecs) if i % 13 == 0 or v.get("expressRejectsFalsyPayload") or v["payloadString"] is None]
+    root0 = ctx.meta_keys["root0"]
+    simple = ctx.by_id["obj-simple"]  # root0 key, payload {"a":1}
+
+    f1 = wd / "keys-v1.json"
+    write_atomic(f1, key_file_text({v["walletId"]: v["encryptedPrv"] for v in vecs}))
+    small = small_vectors(ctx)
+    fsmall = wd / "keys-small.json"
+    write_atomic(fsmall, key_file_text({v["walletId"]: v["encryptedPrv"] for v in small}))
+    env1 = passphrase_env((v["walletId"], v["walletPassphrase"]) for v in vecs)
+    counter = ConnCounter()
+    ctx.closers.append(counter)
+    no_upstream = ["--env", "custom", "--customrooturi", f"http://127.0.0.1:{counter.port}", "--disablessl"]
+    tfile = wd / "signer.token"
+    tfile.write_text(SIGNER_TOKEN + "\n")  # as `echo token > signer.token` writes it
+    sm = {"vecs": vecs, "f1": f1, "env1": env1, "small": small, "fsmall": fsmall, "counter": counter, "token_file": tfile}
+
+    # The error-table key file.
+    ferr = wd / "keys-errors.json"
+    write_atomic(ferr, key_file_text({
+        simple["walletId"]: simple["encryptedPrv"],
+        W_SM_NOENV: root0["encryptedPrv"],
+        W_SM_INVALID: "invalid",
+        W_SM_V3: '{"v":3}',
+        W_SM_NUM: 12345,
+        W_SM_WRONG1: root0["encryptedPrv"],
+        W_SM_WRONG2: root0["encryptedPrvV2"],
+    }))
+    env_err = passphrase_env([(simple["walletId"], simple["walletPassphrase"])] + [
+        (w, root0["walletPassphrase"]) for w in (W_SM_INVALID, W_SM_V3, W_SM_NUM, W_SM_UNKNOWN)] + [
+        (W_SM_WRONG1, WRONG_PASSPHRASE), (W_SM_WRONG2, WRONG_PASSPHRASE)])
+
+    # Start everything first: the instances unlock their keys concurrently.
+    se = ctx.start_mode("sm-env", ["--signerMode", "--signerFileSystemPath", f1], env1, group=g)
+    sb = ctx.start_mode("sm-body", ["--signerMode", "--signerFileSystemPath", f1], tail=no_upstream, group=g)
+    serr = ctx.start_mode("sm-errors", ["--signerMode", "--signerFileSystemPath", ferr], env_err, group=g)
+    v2_vecs = ctx.sign_vectors[::13][:5]
+    s2e = s2b = None
+    if not ctx.quick:
+        f2 = wd / "keys-v2.json"
+        write_atomic(f2, key_file_text({v["walletId"]: ctx.envelope(v, 2)[0] for v in v2_vecs}))
+        env2 = passphrase_env((v["walletId"], ctx.envelope(v, 2)[1]) for v in v2_vecs)
+        s2e = ctx.start_mode("sm-v2-env", ["--signerMode", "--signerFileSystemPath", f2], env2, group=g)
+        s2b = ctx.start_mode("sm-v2-body", ["--signerMode", "--signerFileSystemPath", f2], tail=no_upstream, group=g)
+    # Signer authentication (groups signer-auth, forward): a small key file (every vector goes through
+    # forward mode against sm-env already).
+    sa = ctx.start_mode("sm-auth", ["--signerMode", "--signerFileSystemPath", fsmall],
+                        passphrase_env((v["walletId"], v["walletPassphrase"]) for v in small),
+                        tail=["--auth-token-file", tfile], group="signer-auth")
+    sl = ctx.start_mode("sm-allow", ["--signerMode", "--signerFileSystemPath", fsmall],
+                        passphrase_env((v["walletId"], v["walletPassphrase"]) for v in small),
+                        tail=["--auth-token-file", tfile, "--allowed-wallets", small[0]["walletId"]], group="signer-auth")
+    sm.update(env=se, body=sb, errors=serr, v2env=s2e, v2body=s2b, v2_vecs=v2_vecs, ferr=ferr, auth=sa, allow=sl)
+    return sm
+
+
+def group_signer_mode(ctx, sm):
+    """Spec 1.5 / 1.7 (mode C): keys from a file, env or body passphrases, no upstream call."""
+    g = "signer-mode"
+    vecs = sm["vecs"]
+    root0 = ctx.meta_keys["root0"]
+    simple = ctx.by_id["obj-simple"]
+    se, sb, serr, s2e, s2b, v2_vecs, ferr = (sm[k] for k in ("env", "body", "errors", "v2env", "v2body", "v2_vecs", "ferr"))
+
+    if se is not None:
+        sm_run_vectors(ctx, g, "v1-env", se, vecs)
+    if sb is not None:
+        # The (irrelevant) BitGo access token is sent too: it must not make the signer call BitGo.
+        sm_run_vectors(ctx, g, "v1-body", sb, vecs,
+                       passphrase_of=lambda v: v["walletPassphrase"], token=HMAC_TOKEN)
+    if s2e is not None:
+        sm_run_vectors(ctx, g, "v2-env", s2e, v2_vecs)
+    if s2b is not None:
+        sm_run_vectors(ctx, g, "v2-body", s2b, v2_vecs, passphrase_of=lambda v: ctx.envelope(v, 2)[1], token=HMAC_TOKEN)
+
+    if serr is not None:
+        ok_simple = [("payload", simple["payloadString"]), ("signature", simple["signature"])]
+        no_env = lambda w: error_pairs(msg_no_env_passphrase(w), "Error")  # noqa: E731
+        body = lambda w, p=None, payload=None: (  # noqa: E731
+            jdump(({"walletPassphrase": p} if p is not None else {}) | {"walletId": w, "payload": {"a": 1} if payload is None else payload}))
+        rows = [
+            (body(W_SM_NOENV), 500, no_env(W_SM_NOENV), "no body passphrase, no env variable -> 500"),
+            (body(W_SM_NOENV, ""), 500, no_env(W_SM_NOENV), "empty body passphrase, no env variable -> 500"),
+            (body(W_SM_NOENV, payload=False), 400, error_pairs(MSG_FALSY_PAYLOAD, "ApiResponseError"),
+             "falsy payload is refused before the passphrase lookup -> 400"),
+            (body(W_SM_UNKNOWN_NOENV), 500, no_env(W_SM_UNKNOWN_NOENV),
+             "unknown wallet, no passphrase -> 500 passphrase missing (checked before the file)"),
+            (body(W_SM_UNKNOWN), 500, error_pairs(msg_no_field(W_SM_UNKNOWN, ferr), "Error"),
+             "unknown wallet (env passphrase) -> 500 Could not find a field"),
+            (body(W_SM_UNKNOWN_NOENV, root0["walletPassphrase"]), 500, error_pairs(msg_no_field(W_SM_UNKNOWN_NOENV, ferr), "Error"),
+             "unknown wallet (body passphrase) -> 500 Could not find a field"),
+            (body(W_SM_INVALID), 500, error_pairs(MSG_DECRYPT_PREFIX + "decrypt: ciphertext is not valid JSON", "Error"),
+             "entry \"invalid\" -> 500 ciphertext is not valid JSON"),
+            (body(W_SM_V3), 500, error_pairs(MSG_DECRYPT_PREFIX + "decrypt: unknown envelope version 3", "Error"),
+             "entry {\"v\":3} -> 500 unknown envelope version 3"),
+            (body(W_SM_NUM), 401, WRONG_PASSPHRASE_401, "numeric entry -> 401 IncorrectPasswordError"),
+            (body(W_SM_WRONG1), 401, WRONG_PASSPHRASE_401, "wrong env passphrase (v1 envelope) -> 401"),
+            (body(W_SM_WRONG2), 401, WRONG_PASSPHRASE_401, "wrong env passphrase (v2 envelope) -> 401"),
+            (insert_passphrase(simple["rawBody"], WRONG_PASSPHRASE), 401, WRONG_PASSPHRASE_401,
+             "wrong body passphrase beats the correct env one -> 401"),
+            (insert_passphrase(simple["rawBody"], ""), 200, ok_simple, "empty body passphrase falls back to env -> 200"),
+            (insert_passphrase(simple["rawBody"], simple["walletPassphrase"]), 200, ok_simple, "correct body passphrase -> 200"),
+            (body(W_SM_NOENV, root0["walletPassphrase"]), 200, ok_simple, "no env variable, correct body passphrase -> 200"),
+            # The key is now unlocked in memory: the passphrase must still be checked on every request.
+            (body(W_SM_NOENV, WRONG_PASSPHRASE), 401, WRONG_PASSPHRASE_401, "unlocked key, then a wrong body passphrase -> 401"),
+            (body(W_SM_NOENV), 500, no_env(W_SM_NOENV), "unlocked key, then no passphrase -> still 500"),
+            ("{}", 400, error_pairs("Missing required field 'walletId'. Missing required field 'payload'.", "ValidationError"),
+             "body {} -> 400 ValidationError"),
+            (jdump({"walletId": simple["walletId"], "payload": {}, "walletPassphrase": None}), 400,
+             error_pairs("Invalid value for 'walletPassphrase': expected string, got 'null'.", "ValidationError"),
+             "walletPassphrase null -> 400 ValidationError"),
+        ]
+        for b, status, want, name in rows:
+            r = serr.sign(b)
+            d = diff_body(r, status, want)
+            ctx.check(g, name, not d, d)
+        for method, path in [("GET", "/api/v2/pingexpress"), ("GET", "/api/v1/ping"), ("POST", "/api/v2/user/x"),
+                             ("GET", "/api/v2/ofc/signPayload")]:
+            r = serr.request(method, path, "{}" if method == "POST" else None)
+            d = not_found_diff(r, method, path)
+            ctx.check(g, f"{method} {path} -> 404 Cannot {method}", not d, d)
+
+
+def group_signer_no_upstream(ctx, sm):
+    c = sm["counter"]
+    ctx.check("signer-mode", "no connection ever reached the BitGo root URI given to signer-mode instances",
+              c.count == 0, f"{c.count} connection(s) to 127.0.0.1:{c.port}")
+
+
+def group_signer_reload(ctx, sm):
+    """Spec 11.9: the key file is reloaded on change; a broken file keeps the last good one."""
+    g = "signer-reload"
+    a, b, c = sm["small"]
+    fr = Path(ctx.workdir.name) / "keys-reload.json"
+    entries = lambda *vs: key_file_text({v["walletId"]: v["encryptedPrv"] for v in vs})  # noqa: E731
+    write_atomic(fr, entries(a, b))
+    # Default poll interval (1000 ms); --quick polls every 250 ms to stay short.
+    poll_ms = 250 if ctx.quick else 1000
+    s = ctx.start_mode("sm-reload", ["--signerMode", "--signerFileSystemPath", fr],
+                       passphrase_env((v["walletId"], v["walletPassphrase"]) for v in (a, b, c)),
+                       tail=["--key-file-poll-ms", "250"] if ctx.quick else (), group=g)
+    if s is None:
+        return
+    unknown = lambda v: error_pairs(msg_no_field(v["walletId"], fr), "Error")  # noqa: E731
+
+    def poll(fn, limit=6.0):
+        t0 = time.time()
+        while True:
+            d = fn()
+            if not d or time.time() - t0 > limit:
+                return d, time.time() - t0
+            time.sleep(0.2)
+
+    d = diff_body(s.sign(c["rawBody"]), 500, unknown(c))
+    ctx.check(g, "wallet not yet in the file -> 500 Could not find a field", not d, d)
+    d = vector_diff(s.sign(a["rawBody"]), a)
+    ctx.check(g, "wallet in the initial file signs", not d, d)
+
+    write_atomic(fr, entries(a, b, c))
+    d, t = poll(lambda: vector_diff(s.sign(c["rawBody"]), c))
+    ctx.check(g, f"wallet added by an atomic rewrite signs without a restart ({t:.1f} s)", not d, d)
+
+    write_atomic(fr, '{"' + a["walletId"] + '": "broken')
+    time.sleep(2.5 * poll_ms / 1000)  # > 2 poll intervals
+    for v in (a, c):
+        d = vector_diff(s.sign(v["rawBody"]), v)
+        ctx.check(g, f"after a broken rewrite, {v['id']} still signs (last good file kept)", not d, d)
+    ctx.check(g, "still running after a broken rewrite", s.proc.poll() is None, f"exited {s.proc.returncode}")
+
+    write_atomic(fr, entries(a, c))
+    d, t = poll(lambda: diff_body(s.sign(b["rawBody"]), 500, unknown(b)))
+    ctx.check(g, f"a good rewrite after the broken one is picked up: removed wallet -> 500 ({t:.1f} s)", not d, d)
+    d = vector_diff(s.sign(c["rawBody"]), c)
+    ctx.check(g, "a wallet kept in the rewritten file still signs", not d, d)
+
+
+def token_leaks(answers, token):
+    """Labels of the answers (Resp) whose body or header values contain any 12 characters of the token."""
+    pieces = {token[i:i + 12] for i in range(len(token) - 11)}
+    bad = []
+    for label, r in answers:
+        text = r.raw.decode("utf-8", "replace") + " " + " ".join(f"{k}: {v}" for k, v in r.headers.items())
+        if any(p in text for p in pieces):
+            bad.append(label)
+    return bad
+
+
+def group_signer_auth(ctx, sm):
+    """README "Signer authentication": token (X-Signer-Token, or Bearer in signer mode), allowlist."""
+    g = "signer-auth"
+    tfile = sm["token_file"]
+    a, b, _ = sm["small"]
+    sa, sl = sm["auth"], sm["allow"]
+    answers = []
+
+    def ask(s, label, v, headers, status, body_text=None, scan=True):
+        r = s.sign(body_text or v["rawBody"], headers=headers)
+        if scan:  # (an answer to a request that carried the token itself may quote what it got)
+            answers.append((label, r))
+        d = vector_diff(r, v) if status == 200 else parser_error_diff(r, status)
+        ctx.check(g, label, not d, d)
+
+    wrong = "acc-wrong-" + hashlib.sha256(b"wrong signer token").hexdigest()[:32]
+    if sa is not None:
+        v = a
+        ask(sa, "no credential -> 401", v, None, 401)
+        ask(sa, "wrong X-Signer-Token -> 401", v, {"X-Signer-Token": wrong}, 401)
+        ask(sa, "wrong Authorization: Bearer -> 401", v, {"Authorization": f"Bearer {wrong}"}, 401)
+        ask(sa, "BitGo access token as Bearer -> 401", v, {"Authorization": f"Bearer {HMAC_TOKEN}"}, 401)
+        ask(sa, "X-Signer-Token with a trailing space-separated suffix -> 401", v, {"X-Signer-Token": SIGNER_TOKEN + " x"}, 401, scan=False)
+        ask(sa, "X-Signer-Token: <token> -> 200", v, {"X-Signer-Token": SIGNER_TOKEN}, 200)
+        ask(sa, "Authorization: Bearer <token> -> 200", v, {"Authorization": f"Bearer {SIGNER_TOKEN}"}, 200)
+        r = sa.request("GET", "/api/v2/pingexpress")
+        answers.append(("GET /api/v2/pingexpress", r))
+    if sl is not None:
+        ask(sl, "allowlist: allowed wallet with token -> 200", a, {"X-Signer-Token": SIGNER_TOKEN}, 200)
+        ask(sl, "allowlist: other wallet with token -> 403", b, {"X-Signer-Token": SIGNER_TOKEN}, 403)
+        ask(sl, "allowlist: wallet in neither list nor file, with token -> 403", a, {"X-Signer-Token": SIGNER_TOKEN}, 403,
+            jdump({"walletId": W_SM_UNKNOWN, "payload": {"a": 1}}))
+        ask(sl, "allowlist: other wallet without token -> 401", b, None, 401)
+        ask(sl, "allowlist: allowed wallet without token -> 401", a, None, 401)
+    bad = token_leaks(answers, SIGNER_TOKEN)
+    ctx.check(g, f"the token appears in none of the {len(answers)} answers", not bad, f"in: {bad}")
+    logs = "".join(s.output() for s in (sa, sl) if s is not None)
+    ctx.check(g, "the token appears nowhere in the instances' output", SIGNER_TOKEN not in logs,
+              "token found in stdout/stderr")
+
+    # A signer on a non-loopback address without authentication warns loudly (and only then).
+    def warn_lines(text):
+        return [ln for ln in text.splitlines() if "warn" in ln.lower() and "auth" in ln.lower()]
+
+    so = ctx.start_mode("sm-open", ["--signerMode", "--signerFileSystemPath", sm["fsmall"]], bind="0.0.0.0", group=g)
+    soa = ctx.start_mode("sm-open-auth", ["--signerMode", "--signerFileSystemPath", sm["fsmall"]], bind="0.0.0.0",
+                         tail=["--auth-token-file", tfile], group=g)
+    if so is not None:
+        time.sleep(0.2)
+        err = so.stderr()
+        ctx.check(g, "--bind 0.0.0.0 without authentication: warning on stderr", bool(warn_lines(err)),
+                  f"no stderr line with 'warn' and 'auth': {err[-500:]!r}")
+        so.stop()
+    if soa is not None:
+        lines = warn_lines(soa.output())
+        ctx.check(g, "--bind 0.0.0.0 with --auth-token-file: no such warning", not lines, f"{lines}")
+        soa.stop()
+    if sm["env"] is not None:
+        lines = warn_lines(sm["env"].output())
+        ctx.check(g, "--bind 127.0.0.1 without authentication: no such warning", not lines, f"{lines}")
+
+
+def group_forward(ctx, sm):
+    """Spec 1.3 (mode A) and 11.2: forward to a signer; passphrase not forwarded; Express's retry."""
+    g = "forward"
+    simple = ctx.by_id["obj-simple"]
+    tfile = sm["token_file"]
+    fw = lambda target: ["--externalSignerUrl", f"http://127.0.0.1:{target.port}", "--disablessl"]  # noqa: E731
+    with_token = ["--external-signer-token-file", tfile]
+    bad_request = error_pairs("Bad Request", "Error")
+    answers = []
+
+    closed, th = {}, None
+    if not ctx.quick:  # 3-5 s of retries, run in the background while the rest goes on
+        hold = socket.socket()  # bound but not listening: connections are refused, and no one else gets the port
+        hold.bind(("127.0.0.1", 0))
+        ctx.closers.append(hold)
+        fc = ctx.start_mode("fw-closed", ["--externalSignerUrl", f"http://127.0.0.1:{hold.getsockname()[1]}", "--disablessl"],
+                            ready_status=200, group=g)
+        if fc is not None:
+            def run_closed():
+                t0 = time.time()
+                closed["r"] = fc.sign(simple["rawBody"])
+                closed["t"] = time.time() - t0
+            th = threading.Thread(target=run_closed, daemon=True)
+            th.start()
+
+    def run_all(s, label, vectors):
+        for v in vectors:
+            r = s.sign(v["rawBody"])
+            answers.append((f"{label} {v['id']}", r))
+            d = vector_diff(r, v, falsy_want=bad_request)
+            ctx.check(g, f"{label} {v['id']}", not d, d)
+
+    def one(s, name, body, status, want):
+        r = s.sign(body)
+        answers.append((name, r))
+        d = diff_body(r, status, want)
+        ctx.check(g, name, not d, d)
+
+    sa, sl, se, sb = sm["auth"], sm["allow"], sm["env"], sm["body"]
+    if sa is not None:
+        ft = ctx.start_mode("fw-token", fw(sa) + with_token, ready_status=200, group=g)
+        if ft is not None:
+            run_all(ft, "token -> authenticated signer:", sm["small"] + [v for v in sm["vecs"] if v.get("expressRejectsFalsyPayload")])
+            a = sm["small"][0]
+            one(ft, "wrong body passphrase is not forwarded: env signature -> 200",
+                insert_passphrase(a["rawBody"], WRONG_PASSPHRASE), 200, [("payload", a["payloadString"]), ("signature", a["signature"])])
+        fn = ctx.start_mode("fw-no-token", fw(sa), ready_status=200, group=g)
+        if fn is not None:
+            one(fn, "no token -> authenticated signer: 401 Unauthorized", simple["rawBody"], 401,
+                error_pairs("Unauthorized", "Error"))
+    if sl is not None:
+        fl = ctx.start_mode("fw-allow", fw(sl) + with_token, ready_status=200, group=g)
+        if fl is not None:
+            a, b, _ = sm["small"]
+            one(fl, "allowlisted wallet -> 200", a["rawBody"], 200, [("payload", a["payloadString"]), ("signature", a["signature"])])
+            one(fl, "wallet outside the signer's allowlist -> 403 Forbidden", b["rawBody"], 403, error_pairs("Forbidden", "Error"))
+    if se is not None:
+        fp = ctx.start_mode("fw-plain", fw(se), ready_status=200, group=g)
+        if fp is not None:
+            run_all(fp, "no auth signer:", sm["vecs"])
+    if sb is not None:
+        fb = ctx.start_mode("fw-body", fw(sb), ready_status=200, group=g)
+        if fb is not None:
+            one(fb, "correct body passphrase is not forwarded: signer without env -> 500 Internal Server Error",
+                insert_passphrase(simple["rawBody"], simple["walletPassphrase"]), 500,
+                error_pairs("Internal Server Error", "Error"))
+    bad = token_leaks(answers, SIGNER_TOKEN)
+    ctx.check(g, f"the signer token appears in none of the {len(answers)} forwarder answers", not bad, f"in: {bad}")
+
+    if th is not None:
+        th.join(30)
+        r, t = closed.get("r"), closed.get("t", 0.0)
+        d = "no answer within 30 s" if r is None else diff_body(r, 500, error_pairs(MSG_GIVING_UP, "Error"))
+        if not d and not 3.0 <= t <= 8.0:
+            d = f"answered after {t:.2f} s, expected 3-5 s of retries (1-2 s + 2-3 s)"
+        ctx.check(g, f"signer port closed -> 500 {MSG_GIVING_UP!r} after retries ({t:.1f} s)", not d, d)
+
+
+def group_verify_cli(ctx):
+    """README `verify`: every sign vector's signature, with its xpub and with its compressed public key."""
+    g = "verify-cli"
+    from concurrent.futures import ThreadPoolExecutor
+    wd = Path(ctx.workdir.name) / "verify"
+    wd.mkdir(exist_ok=True)
+    vecs = ctx.sign_vectors
+    if ctx.quick:
+        vecs = vecs[::13][:5] + [v for v in vecs if v["payloadString"] is None]
+    jobs = []  # (name, argv, want_rc)
+    for i, v in enumerate(vecs):
+        msg = v["payloadString"].encode("utf-8") if v["payloadString"] is not None else bytes.fromhex(v["payloadUtf8Hex"])
+        assert len(msg) == v["payloadUtf8Length"], v["id"]
+        good = wd / f"{i}.good"
+        good.write_bytes(msg)
+        bad = wd / f"{i}.bad"
+        if msg:
+            m = bytearray(msg)
+            m[len(m) // 2] ^= 0x01
+            bad.write_bytes(bytes(m))
+        else:
+            bad.write_bytes(b"x")
+        sig = bytearray(bytes.fromhex(v["signature"]))
+        sig[10] ^= 0x01  # a byte of r
+        pub_hex = ctx.meta_keys[v["keyLabel"]]["publicKeyHex"]
+        for pk, pkname in [(v["pub"], "xpub"), (pub_hex, "publicKeyHex")]:
+            base = [ctx.binary, "verify", "--pub", pk]
+            jobs.append((f"{v['id']} ({pkname}) valid", base + ["--signature", v["signature"], "--payload-file", str(good)], 0))
+            jobs.append((f"{v['id']} ({pkname}) one payload byte changed -> invalid",
+                         base + ["--signature", v["signature"], "--payload-file", str(bad)], 1))
+            if pkname == "xpub":
+                jobs.append((f"{v['id']} ({pkname}) one signature byte changed -> invalid",
+                             base + ["--signature", bytes(sig).hex(), "--payload-file", str(good)], 1))
+
+    def run(job):
+        name, argv, want = job
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=30, env=clean_env(), stdin=subprocess.DEVNULL, cwd=wd)
+            return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            return None, "", "timeout"
+
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        results = list(ex.map(run, jobs))
+    for (name, argv, want), (rc, out, err) in zip(jobs, results):
+        verdict = out.strip()
+        ok = rc == want and (verdict == "valid" if want == 0 else verdict.startswith("invalid"))
+        ctx.check(g, name, ok, f"exit {rc} (want {want}), stdout {out[:200]!r}, stderr {err[:200]!r}")
+
+
+def group_sign_cli(ctx, sm):
+    """README `sign`: the output is byte-identical to the signer-mode route's body for the same vector."""
+    g = "sign-cli"
+    from concurrent.futures import ThreadPoolExecutor
+    wd = Path(ctx.workdir.name) / "sign"
+    wd.mkdir(exist_ok=True)
+    vecs = [v for v in sm["vecs"] if not v.get("expressRejectsFalsyPayload")]
+    if not ctx.quick:  # one process (and one key decryption) per vector: a quarter of them is enough
+        vecs = [v for i, v in enumerate(vecs) if i % 4 == 0 or v["payloadString"] is None]
+
+    def run(iv):
+        i, v = iv
+        pf = wd / f"{i}.payload"
+        pf.write_text(v["payloadRaw"], encoding="utf-8")
+        argv = [ctx.binary, "sign", "--key-file", str(sm["f1"]), "--wallet-id", v["walletId"], "--payload-file", str(pf)]
+        env = clean_env({f"WALLET_{v['walletId']}_PASSPHRASE": v["walletPassphrase"]})
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=30, env=env, stdin=subprocess.DEVNULL, cwd=wd)
+        except subprocess.TimeoutExpired:
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        results = list(ex.map(run, enumerate(vecs)))
+    for v, p in zip(vecs, results):
+        if p is None:
+            ctx.check(g, v["id"], False, "timeout")
+            continue
+        r = Resp(200 if p.returncode == 0 else p.returncode, {"content-type": "application/json"}, p.stdout)
+        d = vector_diff(r, v)
+        route = ctx.sm_raw.get(v["id"])
+        if not d and route is not None and p.stdout != route:
+            d = f"output {p.stdout[:200]!r} != signer-mode route body {route[:200]!r}"
+        if d:
+            d += f"; exit {p.returncode}, stderr {p.stderr[:200]!r}"
+        ctx.check(g, v["id"], not d, d)
+
+
+def group_startup_signer(ctx, sm):
+    """Spec 7.3 checks 5-8 and 11.6 (non-zero exit, `Fatal error: …`, never listening); the banner."""
+    g = "startup-signer"
+    wd = Path(ctx.workdir.name)
+    f1 = sm["f1"]
+    missing = wd / "no-such-dir" / "keys.json"
+    broken = wd / "broken.json"
+    broken.write_text('{"a": "b",')
+    fsm = lambda p: ["--signerMode", "--signerFileSystemPath", str(p)]  # noqa: E731
+    ext = ["--externalSignerUrl", "http://127.0.0.1:1", "--disablessl"]
+    light = ["--lightningSignerFileSystemPath", str(f1)]
+    cases = [  # (name, args, env, expected message; None = `Failed to parse <path> - <reason>`, path)
+        ("missing key file", fsm(missing), None, None, missing),
+        ("broken key file", fsm(broken), None, None, broken),
+        ("missing key file via BITGO_SIGNER_MODE/BITGO_SIGNER_FILE_SYSTEM_PATH", [],
+         {"BITGO_SIGNER_MODE": "1", "BITGO_SIGNER_FILE_SYSTEM_PATH": str(missing)}, None, missing),
+        ("step 5: --externalSignerUrl with signer mode", ext + fsm(f1), None, MSG_EXTERNAL_AND_SIGNER, None),
+        ("step 5: --externalSignerUrl with --signerFileSystemPath only", ext + ["--signerFileSystemPath", str(f1)], None,
+         MSG_EXTERNAL_AND_SIGNER, None),
+        ("step 5 before step 8 (missing key file)", ext + fsm(missing), None, MSG_EXTERNAL_AND_SIGNER, None),
+        ("step 6: --signerFileSystemPath alone", ["--signerFileSystemPath", str(f1)], None, MSG_SIGNER_MODE_ALONE, None),
+        ("step 7: signer mode with --lightningSignerFileSystemPath", fsm(f1) + light, None, MSG_SIGNER_AND_LIGHTNING, None),
+        ("step 7 before step 8 (missing key file)", fsm(missing) + light, None, MSG_SIGNER_AND_LIGHTNING, None),
+    ]
+    for name, args, env, msg, path in cases:
+        port = free_port()
+        argv = [ctx.binary] + args + ["--port", str(port), "--bind", "127.0.0.1"]
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=10, env=clean_env(env), stdin=subprocess.DEVNULL, cwd=wd)
+        except subprocess.TimeoutExpired:
+            ctx.check(g, f"{name}: exits non-zero with Fatal error", False, "still running after 10 s (it listens?)")
+            continue
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        problems = []
+        if p.returncode == 0:
+            problems.append("exit status 0")
+        if msg is not None:
+            if f"Fatal error: {msg}" not in out:
+                problems.append(f"output lacks 'Fatal error: {msg}'")
+        else:
+            prefix = f"Fatal error: Failed to parse {path} - "
+            line = next((ln for ln in out.splitlines() if prefix in ln), None)
+            if line is None or not line.split(prefix, 1)[1].strip():
+                problems.append(f"output lacks '{prefix}<reason>'")
+        if "BitGo-Express running" in out:
+            problems.append("printed the running banner")
+        ctx.check(g, f"{name}: exits non-zero with Fatal error", not problems,
+                  "; ".join(problems) + f"; rc={p.returncode} output={out[-400:]!r}")
+
+    for key, s, lines in [("env", sm["env"], ["BitGo-Express running", "Environment: test"]),
+                          ("body", sm["body"], ["BitGo-Express running", "Environment: custom",
+                                                f"Custom root URI: http://127.0.0.1:{sm['counter'].port}"])]:
+        if s is None:
+            continue
+        out = s.stdout()
+        for line in lines + [f"Base URI: http://127.0.0.1:{s.port}", "External signer mode: true"]:
+            ctx.check(g, f"{s.name} banner contains {line!r}", line in out, f"stdout: {out[-500:]!r}")
+
+
 def group_all_upstream_auth(ctx):
     recs = [r for f in ctx.fakes for r in f.since(0) if not r.waived]
     bad = auth_problems(recs)
@@ -1178,7 +1838,7 @@ def group_all_upstream_auth(ctx):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default=str(REPO / "target" / "debug" / "ofc-signer"))
-    ap.add_argument("--quick", action="store_true", help="v1 env run + 5 v2 vectors only")
+    ap.add_argument("--quick", action="store_true", help="v1 env run + 5 v2 vectors; signer/forward/CLI groups on a subset")
     a = ap.parse_args()
     binary = str(Path(a.binary).resolve())
     if not os.access(binary, os.X_OK):
@@ -1188,6 +1848,7 @@ def main():
     t0 = time.time()
     ctx = Ctx(binary, a.quick)
     try:
+        sm = ctx.run(setup_signer)  # started early: they unlock their keys while the normal-mode groups run
         ctx.run(group_selftest)
         fake1 = ctx.make_fake(1)  # serves every sign vector's wallet with its v1 (SJCL) envelope
         fake2 = ctx.make_fake(2)  # same walletIds, v2 (Argon2id) envelopes
@@ -1218,6 +1879,15 @@ def main():
             ctx.run(group_auth, sa, fake1)
         ctx.run(group_unreachable)
         ctx.run(group_all_upstream_auth)
+        if sm is not None:
+            ctx.run(group_signer_mode, sm)
+            ctx.run(group_signer_reload, sm)
+            ctx.run(group_signer_auth, sm)
+            ctx.run(group_forward, sm)
+            ctx.run(group_sign_cli, sm)
+            ctx.run(group_startup_signer, sm)
+            ctx.run(group_signer_no_upstream, sm)
+        ctx.run(group_verify_cli)
     finally:
         ctx.close()
     rep = ctx.report

@@ -244,6 +244,15 @@ pub struct Cli {
     /// Signer mode: how often the key file is checked for changes, in ms (default 1000).
     #[arg(long = "key-file-poll-ms")]
     pub key_file_poll_ms: Option<u64>,
+    /// Where the audit log and the idempotency store live (OFC_SIGNER_STATE_DIR; default
+    /// ./ofc-signer-state).
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<PathBuf>,
+    /// Sign-and-forward: the trading account (wallet id) that signs for an enterprise when the
+    /// request names none, as <enterpriseId>=<walletId> (repeatable; OFC_SIGNER_TRADING_ACCOUNTS,
+    /// comma separated).
+    #[arg(long = "trading-account", value_name = "ENTERPRISE=WALLET")]
+    pub trading_accounts: Vec<String>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -373,6 +382,10 @@ pub struct Config {
     pub auth_version: AuthVersion,
     pub mode: Mode,
     pub signer_auth: SignerAuth,
+    /// The audit log and idempotency store directory.
+    pub state_dir: PathBuf,
+    /// Default trading account per enterprise for sign-and-forward.
+    pub trading_accounts: std::collections::BTreeMap<String, String>,
     pub lightning_signer_file_system_path: Option<PathBuf>,
     pub keep_alive_timeout: Option<Duration>,
     pub headers_timeout: Option<Duration>,
@@ -711,6 +724,34 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
+        let state_dir = cli
+            .state_dir
+            .or_else(|| env.read("OFC_SIGNER_STATE_DIR", &[], w).map(PathBuf::from))
+            .unwrap_or_else(|| crate::store::default_state_dir(port, ipc.as_deref()));
+        let mut trading_account_specs = cli.trading_accounts;
+        if trading_account_specs.is_empty()
+            && let Some(list) = env.read("OFC_SIGNER_TRADING_ACCOUNTS", &[], w)
+        {
+            trading_account_specs = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        let mut trading_accounts = std::collections::BTreeMap::new();
+        for spec in trading_account_specs {
+            match spec.split_once('=') {
+                Some((enterprise, wallet)) if !enterprise.is_empty() && !wallet.is_empty() => {
+                    trading_accounts.insert(enterprise.to_string(), wallet.to_string());
+                }
+                _ => {
+                    return Err(fatal(format!(
+                        "invalid --trading-account {spec:?}: expected <enterpriseId>=<walletId>"
+                    )));
+                }
+            }
+        }
         let signer_auth = SignerAuth {
             token: auth_token,
             client_ca,
@@ -746,6 +787,8 @@ impl Config {
             auth_version,
             mode,
             signer_auth,
+            state_dir,
+            trading_accounts,
             lightning_signer_file_system_path,
             keep_alive_timeout,
             headers_timeout,

@@ -10,7 +10,9 @@ use clap::Parser;
 
 use ofc_signer::config::Mode;
 use ofc_signer::config::{Cli, Config, Env};
-use ofc_signer::sandbox::{self, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DOCS_TOKEN, DOCS_WALLET_ID};
+use ofc_signer::sandbox::{
+    self, DEMO_ENTERPRISE_ID, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DOCS_TOKEN, DOCS_WALLET_ID,
+};
 use ofc_signer::server::{Listener, Prepared};
 use ofc_signer::upstream::client::SystemClock;
 
@@ -61,6 +63,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             format!("WALLET_{DOCS_WALLET_ID}_PASSPHRASE"),
             DEMO_PASSPHRASE,
         );
+        config
+            .trading_accounts
+            .insert(DEMO_ENTERPRISE_ID.to_string(), DOCS_WALLET_ID.to_string());
         Some(sandbox)
     } else {
         None

@@ -29,8 +29,13 @@ use crate::js_json::{JsObject, JsValue};
 use crate::keys::keystore::KeyStore;
 use crate::keys::{KdfPool, WalletPassphrases};
 use crate::routes::{self, Route};
+use crate::store;
+use crate::store::audit::{AuditLog, AuditRecord, FileAuditLog};
+use crate::store::idempotency::{IdempotencyStore, RedbStore};
 use crate::upstream::client::{ClientSettings, Clock, SystemClock, UpstreamClient};
 use crate::upstream::external_signer::ExternalSigner;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
 
 /// How much longer than the request timeout an upstream call may take.
 const UPSTREAM_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
@@ -65,6 +70,22 @@ pub struct AppState {
     pub signing: Signing,
     pub auth: ClientAuth,
     pub counters: Counters,
+    /// Every signature produced is recorded here before it leaves.
+    pub audit_log: Arc<dyn AuditLog>,
+    /// Sign-and-forward requests (normal and forward modes).
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Serialises sign-and-forward requests that share an idempotency key.
+    pub key_locks: crate::routes::network::KeyLocks,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a route knows about a signature it produced (the payload text is only hashed).
+pub struct AuditEntry {
+    pub wallet_id: String,
+    pub enterprise: Option<String>,
+    pub payload: String,
+    pub signature: Option<String>,
+    pub outcome: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,7 +111,7 @@ impl AppState {
             // The request timeout answers first (503, as Express); the upstream timeout is the
             // backstop for calls made outside a request.
             timeout: config.timeout + UPSTREAM_TIMEOUT_MARGIN,
-            clock,
+            clock: clock.clone(),
             proxy: env
                 .get("BITGO_USE_PROXY")
                 .filter(|p| !p.is_empty())
@@ -119,6 +140,23 @@ impl AppState {
             &config.signer_auth,
             matches!(config.mode, Mode::Signer { .. }),
         );
+        let state_dir = &config.state_dir;
+        store::ensure_state_dir(state_dir).map_err(|e| {
+            format!(
+                "cannot create the state directory {}: {e}",
+                state_dir.display()
+            )
+        })?;
+        let audit_log: Arc<dyn AuditLog> = Arc::new(
+            FileAuditLog::open(state_dir.join(store::AUDIT_FILE)).map_err(|e| e.to_string())?,
+        );
+        let idempotency: Option<Arc<dyn IdempotencyStore>> = match &signing {
+            Signing::KeyFile(_) => None,
+            _ => Some(Arc::new(
+                RedbStore::open(state_dir.join(store::IDEMPOTENCY_FILE))
+                    .map_err(|e| e.to_string())?,
+            )),
+        };
         Ok(AppState {
             config: Arc::new(config),
             upstream,
@@ -127,7 +165,42 @@ impl AppState {
             signing,
             auth,
             counters: Counters::default(),
+            audit_log,
+            idempotency,
+            key_locks: Default::default(),
+            clock,
         })
+    }
+
+    /// Appends a signature to the audit log, durably, before the caller releases it; when the
+    /// log cannot be written the signature is withheld: 503 (fail closed).
+    pub async fn audit(
+        &self,
+        parts: &Parts,
+        route: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), ApiError> {
+        let record = AuditRecord {
+            time_ms: self.clock.now_ms(),
+            route: route.to_string(),
+            wallet_id: entry.wallet_id.clone(),
+            enterprise: entry.enterprise.clone(),
+            payload_sha256: Sha256::digest(entry.payload.as_bytes()).into(),
+            signature: entry.signature.clone().unwrap_or_default(),
+            request_id: routes::request_id(&parts.headers),
+            token_sha256: routes::access_token(&parts.headers)
+                .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            outcome: entry.outcome.clone(),
+        };
+        let log = self.audit_log.clone();
+        match tokio::task::spawn_blocking(move || log.append(&record)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "audit log append failed: withholding the signature");
+                Err(audit_unavailable())
+            }
+            Err(_) => Err(audit_unavailable()),
+        }
     }
 
     /// Background work of signer mode: unlock the keys whose passphrase is in the environment
@@ -196,6 +269,13 @@ impl Prepared {
         )
         .await;
     }
+}
+
+fn audit_unavailable() -> ApiError {
+    ApiError::api_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the audit log cannot be written: the signature is withheld",
+    )
 }
 
 /// The HTTP application: every request goes through [`dispatch`].
@@ -271,7 +351,7 @@ async fn serve(state: &AppState, request: Request) -> Response {
             let result = match &state.signing {
                 Signing::Upstream => routes::sign_payload::handle(state, &parts, &mut body).await,
                 Signing::KeyFile(store) => {
-                    routes::sign_payload::handle_signer_mode(state, store, &mut body).await
+                    routes::sign_payload::handle_signer_mode(state, store, &parts, &mut body).await
                 }
                 Signing::Forward(signer) => {
                     routes::sign_payload::handle_forward(signer, &body).await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ofc_signer::keys::xprv::{SigningKey, master_xprv_from_seed};
 use ofc_signer::message_sign::verify_message;
-use ofc_signer::sandbox::{DEMO_SEED, DOCS_TOKEN, DOCS_WALLET_ID, Sandbox};
+use ofc_signer::sandbox::{DEMO_ENTERPRISE_ID, DEMO_SEED, DOCS_TOKEN, DOCS_WALLET_ID, Sandbox};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 
@@ -27,6 +27,8 @@ fn free_port() -> u16 {
 struct Running {
     child: Child,
     banner: Vec<String>,
+    /// Its working directory (and so its state directory), removed on drop.
+    _cwd: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -38,7 +40,9 @@ impl Drop for Running {
 
 /// Starts the binary and reads stdout until `until` appears (the banner is printed after listen).
 fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
+    let cwd = tempfile::tempdir().unwrap();
     let mut child = Command::new(BINARY)
+        .current_dir(cwd.path())
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env_remove("BITGO_ENV")
@@ -63,7 +67,11 @@ fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
                 let done = line.contains(until);
                 banner.push(line);
                 if done {
-                    return Running { child, banner };
+                    return Running {
+                        child,
+                        banner,
+                        _cwd: cwd,
+                    };
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -237,6 +245,26 @@ fn demo_serves_the_documentation_curl_verbatim() {
             "NOTICE: curl not available; the documented request was checked over HTTP only"
         ),
     }
+
+    // The guide's settlement, completed by ofc-signer (nonce, BitGo's payload, signature).
+    let settlement = r#"{
+  "externalId": "idForSettlementAtPartner",
+  "notes": "this is a settlement note",
+  "settlementAmounts": {
+    "09684b38-49ed-4cf6-a28e-c3a459494c69": { "BTC": "100", "ETH": "-200" },
+    "136c1c69-8654-484f-8c5f-591b334a084f": { "XRP": "300", "BTC": "-400" }
+  }
+}"#;
+    let url = format!(
+        "http://localhost:{port}/api/network/v1/enterprises/{DEMO_ENTERPRISE_ID}/partners/settlements"
+    );
+    let created = runtime.block_on(post_json(&url, settlement, Some(DOCS_TOKEN)));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let again = runtime.block_on(post_json(&url, settlement, Some(DOCS_TOKEN)));
+    assert_eq!(
+        again.body, created.body,
+        "the retry returns the same settlement"
+    );
 }
 
 #[test]
@@ -312,6 +340,7 @@ fn signer_mode_banner_and_open_signer_warning() {
 
     // Reachable from other hosts without authentication: a loud warning on stderr.
     let mut child = Command::new(BINARY)
+        .current_dir(dir.path())
         .args([
             "--signerMode",
             "--signerFileSystemPath",

@@ -59,7 +59,9 @@ fn header(request: &RecordedRequest, name: &str) -> Option<String> {
 #[tokio::test]
 async fn bodies_go_up_byte_for_byte_and_answers_come_back_reserialised() {
     let setup = proxied().await;
-    let body = "{ \"externalId\" : \"ext-2\",\n  \"n\": 1.50 }";
+    // Pre-signed (payload and signature present): forwarded as it is.
+    let body =
+        "{ \"externalId\" : \"ext-2\", \"payload\": \"p\", \"signature\": \"s\",\n  \"n\": 1.50 }";
     let answer = send(
         &setup,
         "POST",

@@ -9,6 +9,7 @@
 //! pingexpress, encrypt, decrypt).
 
 pub mod local;
+pub mod network;
 pub mod proxy;
 pub mod sign_payload;
 
@@ -97,6 +98,17 @@ pub fn access_token(headers: &HeaderMap) -> Option<AccessToken> {
         return None;
     }
     Some(AccessToken::new(token))
+}
+
+/// The request id: the client's `Request-ID` header when it sent a usable one, else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 10]>()))
 }
 
 /// The client's `User-Agent` (Latin-1), appended to ours upstream.

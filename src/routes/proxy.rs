@@ -297,6 +297,10 @@ pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response 
         Ok(body) => body,
         Err(error) => return error.render(&Secrets::default()),
     };
+    if let Some((route, enterprise_id)) = crate::routes::network::classify(&parts.method, &plan) {
+        return crate::routes::network::handle(state, &parts, &plan, route, &enterprise_id, body)
+            .await;
+    }
     match forward(state, &parts, &plan, &body).await {
         Ok(response) => relay(&response, &body.secrets),
         Err(error) => error.render(&body.secrets),

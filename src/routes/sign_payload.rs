@@ -105,34 +105,93 @@ pub async fn handle(
     let request = decode(&body.value)?;
     let caller = Caller::from_headers(&parts.headers);
     let wallet_id = request.wallet_id.to_utf8_lossy().into_owned();
-    let wallet_path = format!("/api/v2/ofc/wallet/{}", encode_path_segment(&wallet_id));
-    let wallet = fetch_wallet(state, &caller, &wallet_path, &wallet_id).await?;
+    let signed = sign_with_wallet(
+        state,
+        &caller,
+        &wallet_id,
+        request.wallet_passphrase,
+        &request.payload,
+    )
+    .await?;
+    state
+        .audit(
+            parts,
+            "POST /api/v2/ofc/signPayload",
+            &signed.audit_entry(&wallet_id, &request.payload),
+        )
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        response_body(&request.payload, signed.signature.as_ref()),
+    ))
+}
 
-    // Body passphrase (an empty string counts as given), else the environment, keyed by the id
-    // BitGo returned.
+/// A signature made for a trading account, and what the audit log says about it.
+pub struct WalletSignature {
+    /// The signature (BitGo's remote signature is returned as it came, possibly absent).
+    pub signature: Option<JsValue>,
+    /// The wallet's enterprise, as BitGo reported it.
+    pub enterprise: Option<String>,
+    /// `signed` (the user key, here) or `bitgo-signed` (BitGo's key, remotely).
+    pub outcome: &'static str,
+}
+
+impl WalletSignature {
+    /// The audit fields this signature contributes.
+    pub fn audit_entry(&self, wallet_id: &str, payload: &JsString) -> crate::server::AuditEntry {
+        crate::server::AuditEntry {
+            wallet_id: wallet_id.to_string(),
+            enterprise: self.enterprise.clone(),
+            payload: payload.to_utf8_lossy().into_owned(),
+            signature: self.signature.as_ref().map(|s| match s {
+                JsValue::String(text) => text.to_utf8_lossy().into_owned(),
+                other => other.to_json(),
+            }),
+            outcome: self.outcome.to_string(),
+        }
+    }
+}
+
+/// Spec §1.4 steps 1–5 for any payload string: the wallet with the caller's token, the passphrase
+/// (given, else `WALLET_<id>_PASSPHRASE` keyed by the id BitGo returned), then the user key
+/// signs locally or — without a passphrase — BitGo signs.
+pub async fn sign_with_wallet(
+    state: &AppState,
+    caller: &Caller,
+    wallet_id: &str,
+    passphrase: Option<Zeroizing<String>>,
+    payload: &JsString,
+) -> Result<WalletSignature, ApiError> {
+    let wallet_path = format!("/api/v2/ofc/wallet/{}", encode_path_segment(wallet_id));
+    let wallet = fetch_wallet(state, caller, &wallet_path, wallet_id).await?;
     let env_wallet_id = wallet
         .get("id")
         .and_then(JsValue::as_str)
-        .unwrap_or(&wallet_id);
-    let passphrase = request.wallet_passphrase.or_else(|| {
+        .unwrap_or(wallet_id);
+    let passphrase = passphrase.or_else(|| {
         let from_env = state.passphrases.get(env_wallet_id)?;
         Some(Zeroizing::new(from_env.to_string()))
     });
-
-    let signature = match passphrase.filter(|p| !p.is_empty()) {
-        None => {
-            sign_with_bitgo_key(state, &caller, &wallet, &wallet_path, &request.payload).await?
-        }
+    let enterprise = wallet
+        .get("enterprise")
+        .and_then(JsValue::as_str)
+        .map(str::to_string);
+    match passphrase.filter(|p| !p.is_empty()) {
+        None => Ok(WalletSignature {
+            signature: sign_with_bitgo_key(state, caller, &wallet, &wallet_path, payload).await?,
+            enterprise,
+            outcome: "bitgo-signed",
+        }),
         Some(passphrase) => {
-            let key = unlock_user_key(state, &caller, &wallet, passphrase).await?;
-            let message = request.payload.to_utf8_lossy();
-            Some(JsValue::from(sign_message_hex(&key, message.as_bytes())))
+            let key = unlock_user_key(state, caller, &wallet, passphrase).await?;
+            let message = payload.to_utf8_lossy();
+            Ok(WalletSignature {
+                signature: Some(JsValue::from(sign_message_hex(&key, message.as_bytes()))),
+                enterprise,
+                outcome: "signed",
+            })
         }
-    };
-    Ok(json_response(
-        StatusCode::OK,
-        response_body(&request.payload, signature.as_ref()),
-    ))
+    }
 }
 
 /// Step 1: `GET /api/v2/ofc/wallet/<id>` with the caller's token — BitGo's authorization check.
@@ -259,6 +318,7 @@ async fn unlock_user_key(
 pub async fn handle_signer_mode(
     state: &AppState,
     store: &KeyStore,
+    parts: &Parts,
     body: &mut TypedBody,
 ) -> Result<Response, ApiError> {
     let request = decode(&body.value)?;
@@ -286,6 +346,18 @@ pub async fn handle_signer_mode(
     let key = store.unlock(&wallet_id, &passphrase).await?;
     let message = request.payload.to_utf8_lossy();
     let signature = JsValue::from(sign_message_hex(key.key(), message.as_bytes()));
+    let signed = WalletSignature {
+        signature: Some(signature.clone()),
+        enterprise: None,
+        outcome: "signed",
+    };
+    state
+        .audit(
+            parts,
+            "POST /api/v2/ofc/signPayload",
+            &signed.audit_entry(&wallet_id, &request.payload),
+        )
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         response_body(&request.payload, Some(&signature)),

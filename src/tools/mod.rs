@@ -12,6 +12,7 @@
 //! the command line: they are read from the environment or from the terminal without echo, held
 //! in [`zeroize::Zeroizing`], and never printed.
 
+pub mod audit;
 pub mod crypt;
 pub mod fetch_keys;
 pub mod io;
@@ -36,6 +37,8 @@ pub enum Tool {
     Sign(sign::SignArgs),
     /// Verify a signPayload signature against an xpub or a public key.
     Verify(verify::VerifyArgs),
+    /// Audit log tooling: `audit verify [FILE]` checks the log's hash chain.
+    Audit(audit::AuditArgs),
 }
 
 /// Exit status of a command that failed.
@@ -82,6 +85,7 @@ pub fn run(tool: Tool) -> ExitCode {
         Tool::Decrypt(args) => crypt::run_decrypt(args),
         Tool::Sign(args) => sign::run(args),
         Tool::Verify(args) => verify::run(args),
+        Tool::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,

@@ -137,13 +137,20 @@ pub async fn start_configured(config: Config, env: Env, clock: Arc<dyn Clock>) -
     start_on(listener, config, env, clock).await
 }
 
-/// Starts ofc-signer on an already bound listener.
+/// Starts ofc-signer on an already bound listener. Unless the test chose a state directory, each
+/// instance gets a fresh temporary one (its audit log and idempotency store).
 pub async fn start_on(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     env: Env,
     clock: Arc<dyn Clock>,
 ) -> Signer {
+    if config
+        .state_dir
+        .starts_with(ofc_signer::store::DEFAULT_STATE_DIR)
+    {
+        config.state_dir = tempfile::tempdir().expect("state dir").keep();
+    }
     let scheme = if config.tls.is_some() {
         "https"
     } else {

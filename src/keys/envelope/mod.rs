@@ -23,6 +23,8 @@
 mod v1;
 mod v2;
 
+pub(crate) use v2::node_base64;
+
 use std::fmt;
 
 use zeroize::Zeroizing;

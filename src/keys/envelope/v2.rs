@@ -177,7 +177,7 @@ fn webcrypto_aes_gcm_decrypt(
 /// Node 20's `Buffer.from(s, 'base64')`: both alphabets, every other character skipped, the
 /// first `=` ends the input. Node reads each UTF-16 code unit's low byte (so `Ł`, U+0141,
 /// counts as `A`, and a surrogate like U+D83D as `=`).
-fn node_base64(s: &str) -> Vec<u8> {
+pub(crate) fn node_base64(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() / 4 * 3 + 2);
     let (mut acc, mut nbits) = (0u32, 0u32);
     for unit in s.encode_utf16() {

@@ -5,7 +5,14 @@
 //! valid HMAC v2/v3 header set (or a known legacy bearer token), and every answer to an HMAC
 //! request is itself HMAC-signed. It records what it received so tests can inspect the wire.
 //!
+//! It also serves BitGo's Go Network endpoints (partner settlements, client connections,
+//! allocations, partners): see [`Sandbox::add_enterprise`] and [`Partner`].
+//!
 //! Nothing here is a real key: sandbox keys are derived at runtime from public seeds.
+
+mod network;
+
+pub use network::{DEFAULT_CUTOFF_AT, Partner, SETTLEMENT_PARTNER_ID};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +41,8 @@ pub const DOCS_TOKEN: &str = "v123xyz...";
 /// The demo's HMAC-capable token (`v2x` + 64 hex; public, sandbox only).
 pub const DEMO_HMAC_TOKEN: &str =
     "v2x0000000000000000000000000000000000000000000000000000000000000000de";
+/// The demo enterprise, whose trading account is the documentation's wallet.
+pub const DEMO_ENTERPRISE_ID: &str = "5f5ed0f3a5e4bd0007a49c6ee6af6a5b";
 /// The demo wallet's passphrase (public, sandbox only).
 pub const DEMO_PASSPHRASE: &str = "ofc-signer demo passphrase";
 /// The public seed the demo wallet's key is derived from.
@@ -64,6 +73,23 @@ pub enum Fault {
     },
     /// Answer normally, after this many milliseconds.
     Delay { ms: u64 },
+    /// The inner fault, only for requests whose path (without the query) ends with `path_suffix`.
+    On {
+        path_suffix: String,
+        fault: Box<Fault>,
+    },
+}
+
+impl Fault {
+    /// The fault that applies to a request for `path`.
+    fn for_path(self, path: &str) -> Option<Fault> {
+        match self {
+            Fault::On { path_suffix, fault } => {
+                path.ends_with(path_suffix.as_str()).then_some(*fault)
+            }
+            other => Some(other),
+        }
+    }
 }
 
 /// A wallet the sandbox serves.
@@ -87,6 +113,7 @@ struct Inner {
     tokens: HashMap<String, AccessToken>,
     requests: Vec<RecordedRequest>,
     fault: Option<Fault>,
+    network: network::Network,
 }
 
 struct Shared {
@@ -214,7 +241,7 @@ pub fn demo_wallet(
         user_keychain: keychain_document(&key_id, &xpub, &encrypted),
         bitgo_signing_xprv: None,
         user_key_signing_required: None,
-        enterprise: "5f5ed0f3a5e4bd0007a49c6ee6af6a5b".to_string(),
+        enterprise: DEMO_ENTERPRISE_ID.to_string(),
     };
     Ok((wallet, xpub))
 }
@@ -227,6 +254,7 @@ pub async fn start_demo() -> Result<(Sandbox, String), String> {
         .map_err(|e| format!("sandbox: {e}"))?;
     let (wallet, xpub) = demo_wallet(DOCS_WALLET_ID, DEMO_SEED, DEMO_PASSPHRASE)?;
     sandbox.add_wallet(wallet);
+    sandbox.add_enterprise(DEMO_ENTERPRISE_ID, DOCS_WALLET_ID);
     sandbox.add_token(DOCS_TOKEN);
     sandbox.add_token(DEMO_HMAC_TOKEN);
     Ok((sandbox, xpub))
@@ -327,7 +355,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             headers: parts.headers.clone(),
             body: body.clone(),
         });
-        inner.fault.clone()
+        inner
+            .fault
+            .clone()
+            .and_then(|fault| fault.for_path(parts.uri.path()))
     };
     if let Some(Fault::Delay { ms }) = &fault {
         tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
@@ -354,7 +385,15 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
             response
         }
-        _ => route(&shared, &caller, &method, parts.uri.path(), &body),
+        _ => route(
+            &shared,
+            &caller,
+            &method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+            &body,
+        ),
     };
     if let Caller::Hmac { token, version } = &caller {
         let status = response.status().as_u16();
@@ -389,7 +428,15 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     response
 }
 
-fn route(shared: &Shared, caller: &Caller, method: &str, path: &str, body: &[u8]) -> Response {
+fn route(
+    shared: &Shared,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         ("GET", ["api", "v1", "ping"]) => {
@@ -463,6 +510,9 @@ fn route(shared: &Shared, caller: &Caller, method: &str, path: &str, body: &[u8]
                     ),
                 },
             }
+        }
+        (_, ["api", "network", ..]) => {
+            network::route(shared, method, &segments, query, headers, body)
         }
         _ => error(StatusCode::NOT_FOUND, "not found", "NotFound"),
     }

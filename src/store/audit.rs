@@ -1,0 +1,758 @@
+//! The audit log: every signature ofc-signer produces, in a hash-chained, append-only file.
+//!
+//! [`AuditLog::append`] returns only once the record is on disk (`write` + `fdatasync`); the
+//! caller answers only after it returned `Ok`, and refuses to sign when it fails. Nothing
+//! secret can be logged: [`AuditRecord`] holds hashes of the payload and of the caller's token,
+//! never the texts, and no key or passphrase.
+//!
+//! ## Format (JSON lines)
+//!
+//! One record per line, each line terminated by `\n`, UTF-8, no other whitespace. A line is a
+//! JSON object with exactly these members in this order:
+//!
+//! | member | value |
+//! |---|---|
+//! | `seq` | record number, 1 for the first line, then +1 per line |
+//! | `time` | milliseconds since the Unix epoch (integer) |
+//! | `route` | string, e.g. `"POST /api/v2/ofc/signPayload"` |
+//! | `walletId` | string |
+//! | `enterprise` | string, or `null` |
+//! | `payloadSha256` | 64 lowercase hex: SHA-256 of the signed payload bytes |
+//! | `signature` | string (hex) |
+//! | `requestId` | string |
+//! | `tokenSha256` | 64 lowercase hex: SHA-256 of the caller's access token, or `null` |
+//! | `outcome` | string, e.g. `"signed"`, `"submitted 201"`, `"bitgo-signed"` |
+//! | `prev` | the previous line's `hash`; 64 `0`s for the first line |
+//! | `hash` | 64 lowercase hex, see below |
+//!
+//! Strings are written as `serde_json` writes them (`"` `\` and control characters escaped,
+//! everything else literal UTF-8); numbers as decimal integers.
+//!
+//! **Hash.** The *canonical bytes* of a line are the line's text up to and including the
+//! `prev` member's value, closed with `}`: i.e. the object without its `hash` member,
+//! `{"seq":1,…,"prev":"00…00"}`. `hash` = lowercase hex SHA-256 of the canonical bytes. The
+//! line is the canonical bytes with the final `}` replaced by `,"hash":"<hash>"}`, then `\n`.
+//!
+//! **Verification** ([`verify`]) parses each line, re-serialises it and requires the exact
+//! same bytes (so any edit, even of whitespace or an escape, shows), recomputes the hash, and
+//! checks `seq` and `prev` against the line before. A last line without its `\n` is *torn* (a
+//! crash during an append: that record was never acknowledged); [`FileAuditLog::open`] cuts
+//! it off. Removing whole lines from the *end* cannot be detected from the file alone: keep
+//! the reported head hash elsewhere to anchor the log.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first line.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One signature, as the caller describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time_ms: u64,
+    /// e.g. "POST /api/v2/ofc/signPayload"
+    pub route: String,
+    pub wallet_id: String,
+    pub enterprise: Option<String>,
+    /// Hash of the signed payload bytes — never the payload text.
+    pub payload_sha256: [u8; 32],
+    /// Hex.
+    pub signature: String,
+    pub request_id: String,
+    /// Hash of the caller's access token — never the token.
+    pub token_sha256: Option<[u8; 32]>,
+    /// e.g. "signed", "submitted 201", "bitgo-signed"
+    pub outcome: String,
+}
+
+/// Where signatures are recorded.
+pub trait AuditLog: Send + Sync + 'static {
+    /// Durably appends `record`; on `Err` the caller must not release the signature.
+    fn append(&self, record: &AuditRecord) -> Result<(), AuditError>;
+}
+
+/// A failure to open or append to the log. Its text names the file, never record content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: cannot {op}: {message}")]
+    Io {
+        path: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error("audit log {path} is already open (in this or another process)")]
+    Locked { path: String },
+    #[error(
+        "audit log {path}: its last record is broken ({reason}); check it with `ofc-signer audit verify`"
+    )]
+    Corrupt { path: String, reason: Broken },
+    #[error("audit log {path}: an earlier append failed; the log must be reopened")]
+    Poisoned { path: String },
+}
+
+// ------------------------------------------------------------------------------------------------
+// Lines
+// ------------------------------------------------------------------------------------------------
+
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    serde_json::to_writer(&mut *out, text).expect("a string always serialises");
+}
+
+fn json_optional(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json_string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The canonical bytes of record `seq` chained to `prev`: the line's object without `hash`.
+pub fn canonical_bytes(record: &AuditRecord, seq: u64, prev: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        400 + record.route.len() + record.wallet_id.len() + record.signature.len(),
+    );
+    out.extend_from_slice(
+        format!("{{\"seq\":{seq},\"time\":{},\"route\":", record.time_ms).as_bytes(),
+    );
+    json_string(&mut out, &record.route);
+    out.extend_from_slice(b",\"walletId\":");
+    json_string(&mut out, &record.wallet_id);
+    out.extend_from_slice(b",\"enterprise\":");
+    json_optional(&mut out, record.enterprise.as_deref());
+    out.extend_from_slice(b",\"payloadSha256\":");
+    json_string(&mut out, &hex::encode(record.payload_sha256));
+    out.extend_from_slice(b",\"signature\":");
+    json_string(&mut out, &record.signature);
+    out.extend_from_slice(b",\"requestId\":");
+    json_string(&mut out, &record.request_id);
+    out.extend_from_slice(b",\"tokenSha256\":");
+    json_optional(&mut out, record.token_sha256.map(hex::encode).as_deref());
+    out.extend_from_slice(b",\"outcome\":");
+    json_string(&mut out, &record.outcome);
+    out.extend_from_slice(b",\"prev\":");
+    json_string(&mut out, prev);
+    out.push(b'}');
+    out
+}
+
+/// The full line (with its `\n`) of record `seq` chained to `prev`, and its hash.
+pub fn line_bytes(record: &AuditRecord, seq: u64, prev: &str) -> (Vec<u8>, String) {
+    let mut line = canonical_bytes(record, seq, prev);
+    let hash = hex::encode(Sha256::digest(&line));
+    line.pop(); // the closing `}`
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    (line, hash)
+}
+
+/// Why a line fails verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// The last line has no trailing `\n` (a crash during an append).
+    TornLastLine,
+    EmptyLine,
+    NotUtf8,
+    /// Not a JSON object with exactly the expected members and types.
+    Malformed(String),
+    /// A hash member is not 64 lowercase hex digits.
+    BadHex(&'static str),
+    /// Valid record, but not byte-for-byte the canonical serialisation.
+    NotCanonical,
+    /// `hash` is not the SHA-256 of the canonical bytes.
+    HashMismatch,
+    SeqMismatch {
+        found: u64,
+        expected: u64,
+    },
+    /// `prev` is not the previous line's `hash`.
+    PrevMismatch,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Broken::TornLastLine => f.write_str("torn last line (no trailing newline)"),
+            Broken::EmptyLine => f.write_str("empty line"),
+            Broken::NotUtf8 => f.write_str("not UTF-8"),
+            Broken::Malformed(why) => write!(f, "not an audit record: {why}"),
+            Broken::BadHex(member) => write!(f, "{member} is not 64 lowercase hex digits"),
+            Broken::NotCanonical => f.write_str("not in canonical form (the line was edited)"),
+            Broken::HashMismatch => f.write_str("hash does not match the record"),
+            Broken::SeqMismatch { found, expected } => {
+                write!(f, "seq is {found}, expected {expected}")
+            }
+            Broken::PrevMismatch => f.write_str("prev does not match the previous record's hash"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParsedLine {
+    seq: u64,
+    time: u64,
+    route: String,
+    #[serde(rename = "walletId")]
+    wallet_id: String,
+    enterprise: Option<String>,
+    #[serde(rename = "payloadSha256")]
+    payload_sha256: String,
+    signature: String,
+    #[serde(rename = "requestId")]
+    request_id: String,
+    #[serde(rename = "tokenSha256")]
+    token_sha256: Option<String>,
+    outcome: String,
+    prev: String,
+    hash: String,
+}
+
+fn hash32(text: &str, member: &'static str) -> Result<[u8; 32], Broken> {
+    let well_formed = text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let mut out = [0u8; 32];
+    if !well_formed || hex::decode_to_slice(text, &mut out).is_err() {
+        return Err(Broken::BadHex(member));
+    }
+    Ok(out)
+}
+
+/// A line that is internally consistent (canonical, hash matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedLine {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    pub record: AuditRecord,
+}
+
+/// Checks one line on its own (without its `\n`): form and hash, not the chain.
+pub fn check_line(line: &[u8]) -> Result<CheckedLine, Broken> {
+    if line.is_empty() {
+        return Err(Broken::EmptyLine);
+    }
+    if std::str::from_utf8(line).is_err() {
+        return Err(Broken::NotUtf8);
+    }
+    // serde_json's message may quote a value of the line; the log holds nothing secret.
+    let parsed: ParsedLine =
+        serde_json::from_slice(line).map_err(|e| Broken::Malformed(e.to_string()))?;
+    hash32(&parsed.prev, "prev")?;
+    hash32(&parsed.hash, "hash")?;
+    let record = AuditRecord {
+        time_ms: parsed.time,
+        route: parsed.route,
+        wallet_id: parsed.wallet_id,
+        enterprise: parsed.enterprise,
+        payload_sha256: hash32(&parsed.payload_sha256, "payloadSha256")?,
+        signature: parsed.signature,
+        request_id: parsed.request_id,
+        token_sha256: parsed
+            .token_sha256
+            .as_deref()
+            .map(|t| hash32(t, "tokenSha256"))
+            .transpose()?,
+        outcome: parsed.outcome,
+    };
+    let (expected, hash) = line_bytes(&record, parsed.seq, &parsed.prev);
+    if hash != parsed.hash {
+        // Distinguish an edited value from a re-formatted line.
+        let mut with_claimed = canonical_bytes(&record, parsed.seq, &parsed.prev);
+        with_claimed.pop();
+        with_claimed.extend_from_slice(format!(",\"hash\":\"{}\"}}", parsed.hash).as_bytes());
+        return Err(if with_claimed == line {
+            Broken::HashMismatch
+        } else {
+            Broken::NotCanonical
+        });
+    }
+    if expected[..expected.len() - 1] != *line {
+        return Err(Broken::NotCanonical);
+    }
+    Ok(CheckedLine {
+        seq: parsed.seq,
+        prev: parsed.prev,
+        hash,
+        record,
+    })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Verification
+// ------------------------------------------------------------------------------------------------
+
+/// A log that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of records.
+    pub records: u64,
+    /// The last record's `hash` ([`GENESIS_PREV`] for an empty log).
+    pub head: String,
+}
+
+/// The first broken line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// 1-based line number.
+    pub line: u64,
+    pub reason: Broken,
+}
+
+impl std::fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "broken at line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Why [`verify`] did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The file could not be read.
+    Unreadable(String),
+    /// The file was read; a line is broken.
+    Broken(VerifyFailure),
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerifyError::Unreadable(message) => f.write_str(message),
+            VerifyError::Broken(failure) => failure.fmt(f),
+        }
+    }
+}
+
+/// Verifies the log at `path`: every line's form and hash, and the chain (`seq`, `prev`).
+pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
+    let path = path.as_ref();
+    let file = File::open(path)
+        .map_err(|e| VerifyError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
+    verify_reader(BufReader::new(file)).map_err(|e| match e {
+        VerifyError::Unreadable(message) => {
+            VerifyError::Unreadable(format!("cannot read {}: {message}", path.display()))
+        }
+        broken => broken,
+    })
+}
+
+/// [`verify`] over any reader.
+pub fn verify_reader(mut reader: impl BufRead) -> Result<VerifyReport, VerifyError> {
+    let mut head = GENESIS_PREV.to_string();
+    let mut records = 0u64;
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| VerifyError::Unreadable(e.to_string()))?;
+        if read == 0 {
+            return Ok(VerifyReport { records, head });
+        }
+        let line = records + 1;
+        let broken = |reason| VerifyError::Broken(VerifyFailure { line, reason });
+        let Some(text) = buffer.strip_suffix(b"\n") else {
+            return Err(broken(Broken::TornLastLine));
+        };
+        let checked = check_line(text).map_err(broken)?;
+        if checked.seq != line {
+            return Err(broken(Broken::SeqMismatch {
+                found: checked.seq,
+                expected: line,
+            }));
+        }
+        if checked.prev != head {
+            return Err(broken(Broken::PrevMismatch));
+        }
+        head = checked.hash;
+        records = line;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The file
+// ------------------------------------------------------------------------------------------------
+
+struct State {
+    file: File,
+    /// The last record's seq (0: empty).
+    seq: u64,
+    /// The last record's hash.
+    head: String,
+    /// The file's length after the last good append.
+    len: u64,
+    /// An append failed part-way: refuse the next ones (the file may hold a partial line).
+    poisoned: bool,
+}
+
+/// The audit log in one file, opened in append mode (`O_APPEND`), created with mode `0600`,
+/// locked (advisory `flock`) against a second writer in this or another process.
+pub struct FileAuditLog {
+    path: PathBuf,
+    state: Mutex<State>,
+    truncated: u64,
+}
+
+impl std::fmt::Debug for FileAuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileAuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reading backwards: the position of the last `\n` in `file[..end]`.
+fn last_newline_before(file: &mut File, end: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut chunk = vec![0u8; CHUNK as usize];
+    let mut end = end;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let buffer = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buffer)?;
+        if let Some(at) = buffer.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + at as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+impl FileAuditLog {
+    /// Opens (creating it, mode `0600`, if missing) the log at `path`, e.g.
+    /// `<state-dir>/audit.log`, and recovers the chain head from its last line. A torn last
+    /// line (no trailing `\n`: a crash during an append) is cut off, durably, with a warning;
+    /// a last line that is complete but broken is refused ([`AuditError::Corrupt`]): the log
+    /// needs a human before anything is appended to it.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileAuditLog, AuditError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let io_error = |op: &'static str| {
+            let shown = shown.clone();
+            move |e: io::Error| AuditError::Io {
+                path: shown,
+                op,
+                message: e.to_string(),
+            }
+        };
+        super::create_private_file(&path).map_err(io_error("create"))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error("open"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked { path: shown });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error("lock")(e)),
+        }
+        let mut len = file.metadata().map_err(io_error("read"))?.len();
+
+        // A torn tail: cut it off.
+        let mut truncated = 0;
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .map_err(io_error("read"))?;
+            file.read_exact(&mut last).map_err(io_error("read"))?;
+            if last[0] != b'\n' {
+                let keep = last_newline_before(&mut file, len)
+                    .map_err(io_error("read"))?
+                    .map_or(0, |at| at + 1);
+                file.set_len(keep).map_err(io_error("truncate"))?;
+                file.sync_all().map_err(io_error("sync"))?;
+                truncated = len - keep;
+                tracing::warn!(
+                    path = %shown,
+                    bytes = truncated,
+                    "audit log: cut off a torn last line (a crash during an append; that record was never acknowledged)"
+                );
+                len = keep;
+            }
+        }
+
+        // The chain head: the last line.
+        let (seq, head) = if len == 0 {
+            (0, GENESIS_PREV.to_string())
+        } else {
+            let start = last_newline_before(&mut file, len - 1)
+                .map_err(io_error("read"))?
+                .map_or(0, |at| at + 1);
+            let mut line = vec![0u8; (len - 1 - start) as usize];
+            file.seek(SeekFrom::Start(start))
+                .map_err(io_error("read"))?;
+            file.read_exact(&mut line).map_err(io_error("read"))?;
+            let checked = check_line(&line).map_err(|reason| AuditError::Corrupt {
+                path: shown.clone(),
+                reason,
+            })?;
+            (checked.seq, checked.hash)
+        };
+        Ok(FileAuditLog {
+            path,
+            state: Mutex::new(State {
+                file,
+                seq,
+                head,
+                len,
+                poisoned: false,
+            }),
+            truncated,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last record's `seq` (0 for an empty log) and `hash`.
+    pub fn head(&self) -> (u64, String) {
+        match self.state.lock() {
+            Ok(state) => (state.seq, state.head.clone()),
+            Err(poisoned) => {
+                let state = poisoned.into_inner();
+                (state.seq, state.head.clone())
+            }
+        }
+    }
+
+    /// How many bytes of a torn last line [`FileAuditLog::open`] cut off (0: none).
+    pub fn truncated_bytes(&self) -> u64 {
+        self.truncated
+    }
+}
+
+impl AuditLog for FileAuditLog {
+    fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let poisoned = || AuditError::Poisoned {
+            path: self.path.display().to_string(),
+        };
+        // A panic while appending leaves the file in an unknown state: refuse, like a failed write.
+        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        if state.poisoned {
+            return Err(poisoned());
+        }
+        let seq = state.seq.checked_add(1).ok_or_else(poisoned)?;
+        let (line, hash) = line_bytes(record, seq, &state.head);
+        let written = state
+            .file
+            .write_all(&line)
+            .map_err(|e| ("write", e))
+            .and_then(|()| state.file.sync_data().map_err(|e| ("sync", e)));
+        if let Err((op, error)) = written {
+            // Whatever reached the file is not acknowledged: take it back if we can, and in any
+            // case append nothing more through this handle (after a failed fsync the kernel's
+            // view of the file cannot be trusted).
+            state.poisoned = true;
+            let len = state.len;
+            if state.file.set_len(len).is_ok() {
+                let _ = state.file.sync_all();
+            }
+            return Err(AuditError::Io {
+                path: self.path.display().to_string(),
+                op,
+                message: error.to_string(),
+            });
+        }
+        state.seq = seq;
+        state.head = hash;
+        state.len += line.len() as u64;
+        Ok(())
+    }
+}
+
+/// The audit log in memory: the same lines as [`FileAuditLog`] writes, kept in a vector. For
+/// tests.
+#[derive(Debug, Default)]
+pub struct MemoryAuditLog {
+    lines: Mutex<Vec<Vec<u8>>>,
+}
+
+impl MemoryAuditLog {
+    pub fn new() -> MemoryAuditLog {
+        MemoryAuditLog::default()
+    }
+
+    /// The log's text so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .concat()
+    }
+
+    /// The records so far.
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|line| check_line(&line[..line.len() - 1]).ok())
+            .map(|checked| checked.record)
+            .collect()
+    }
+}
+
+impl AuditLog for MemoryAuditLog {
+    fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = match lines.last() {
+            Some(last) => check_line(&last[..last.len() - 1])
+                .map(|c| c.hash)
+                .unwrap_or_default(),
+            None => GENESIS_PREV.to_string(),
+        };
+        let (line, _) = line_bytes(record, lines.len() as u64 + 1, &head);
+        lines.push(line);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> AuditRecord {
+        AuditRecord {
+            time_ms: 1_700_000_000_000 + n,
+            route: "POST /api/v2/ofc/signPayload".into(),
+            wallet_id: format!("wallet{n}"),
+            enterprise: n.is_multiple_of(2).then(|| "ent\"quoted\"\n".to_string()),
+            payload_sha256: [n as u8; 32],
+            signature: "1f".repeat(65),
+            request_id: format!("req-{n}"),
+            token_sha256: n.is_multiple_of(3).then_some([0xab; 32]),
+            outcome: "signed".into(),
+        }
+    }
+
+    #[test]
+    fn line_format_is_exact() {
+        let r = AuditRecord {
+            time_ms: 5,
+            route: "R".into(),
+            wallet_id: "w".into(),
+            enterprise: None,
+            payload_sha256: [0; 32],
+            signature: "ab".into(),
+            request_id: "q".into(),
+            token_sha256: Some([1; 32]),
+            outcome: "signed".into(),
+        };
+        let canonical = canonical_bytes(&r, 1, GENESIS_PREV);
+        let zeros = "0".repeat(64);
+        let ones = "01".repeat(32);
+        let expected = format!(
+            "{{\"seq\":1,\"time\":5,\"route\":\"R\",\"walletId\":\"w\",\"enterprise\":null,\"payloadSha256\":\"{zeros}\",\"signature\":\"ab\",\"requestId\":\"q\",\"tokenSha256\":\"{ones}\",\"outcome\":\"signed\",\"prev\":\"{zeros}\"}}"
+        );
+        assert_eq!(String::from_utf8(canonical.clone()).unwrap(), expected);
+        let (line, hash) = line_bytes(&r, 1, GENESIS_PREV);
+        assert_eq!(hash, hex::encode(Sha256::digest(expected.as_bytes())));
+        let line = String::from_utf8(line).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{},\"hash\":\"{hash}\"}}\n",
+                &expected[..expected.len() - 1]
+            )
+        );
+        // The line is plain JSON.
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["hash"], hash);
+    }
+
+    #[test]
+    fn check_line_round_trips_and_classifies() {
+        let r = record(4);
+        let (line, hash) = line_bytes(&r, 7, GENESIS_PREV);
+        let text = &line[..line.len() - 1];
+        let checked = check_line(text).unwrap();
+        assert_eq!(checked.record, r);
+        assert_eq!(checked.seq, 7);
+        assert_eq!(checked.hash, hash);
+
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        let edited = text.replace("wallet4", "wallet5");
+        assert_eq!(check_line(edited.as_bytes()), Err(Broken::HashMismatch));
+        let spaced = text.replacen(",", ", ", 1);
+        assert_eq!(check_line(spaced.as_bytes()), Err(Broken::NotCanonical));
+        // The same value, escaped differently: hash still right, bytes not canonical.
+        let escaped = text.replace("wallet4", "w\\u0061llet4");
+        assert_eq!(check_line(escaped.as_bytes()), Err(Broken::NotCanonical));
+        let upper = text.replace(&hash, &hash.to_uppercase());
+        assert_eq!(check_line(upper.as_bytes()), Err(Broken::BadHex("hash")));
+        assert!(matches!(check_line(b"{}"), Err(Broken::Malformed(_))));
+        assert_eq!(check_line(b""), Err(Broken::EmptyLine));
+        assert_eq!(check_line(b"\xff"), Err(Broken::NotUtf8));
+    }
+
+    #[test]
+    fn verify_reader_checks_the_chain() {
+        let memory = MemoryAuditLog::new();
+        for n in 0..5 {
+            memory.append(&record(n)).unwrap();
+        }
+        let contents = memory.contents();
+        let report = verify_reader(contents.as_slice()).unwrap();
+        assert_eq!(report.records, 5);
+        assert_eq!(memory.records().len(), 5);
+        let last = contents[..contents.len() - 1]
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .unwrap();
+        assert_eq!(report.head, check_line(last).unwrap().hash);
+
+        assert_eq!(
+            verify_reader(&b""[..]).unwrap(),
+            VerifyReport {
+                records: 0,
+                head: GENESIS_PREV.into()
+            }
+        );
+        let torn = &contents[..contents.len() - 1];
+        assert_eq!(
+            verify_reader(torn),
+            Err(VerifyError::Broken(VerifyFailure {
+                line: 5,
+                reason: Broken::TornLastLine
+            }))
+        );
+        // Two lines swapped.
+        let lines: Vec<&[u8]> = contents.split_inclusive(|&b| b == b'\n').collect();
+        let swapped = [lines[0], lines[2], lines[1], lines[3], lines[4]].concat();
+        assert_eq!(
+            verify_reader(swapped.as_slice()),
+            Err(VerifyError::Broken(VerifyFailure {
+                line: 2,
+                reason: Broken::SeqMismatch {
+                    found: 3,
+                    expected: 2
+                }
+            }))
+        );
+        // A record re-chained with the right seq but the wrong prev.
+        let rechained = line_bytes(&record(9), 2, GENESIS_PREV).0;
+        let forged = [lines[0], rechained.as_slice()].concat();
+        assert_eq!(
+            verify_reader(forged.as_slice()),
+            Err(VerifyError::Broken(VerifyFailure {
+                line: 2,
+                reason: Broken::PrevMismatch
+            }))
+        );
+    }
+}

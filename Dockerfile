@@ -6,10 +6,14 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin ofc-signer
+RUN cargo build --release --locked --bin ofc-signer && mkdir -p /state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/ofc-signer /usr/local/bin/ofc-signer
+# The audit log and the idempotency store: keep this on a volume so they survive restarts.
+COPY --from=build --chown=nonroot:nonroot /state /var/lib/ofc-signer
+ENV OFC_SIGNER_STATE_DIR=/var/lib/ofc-signer
+VOLUME ["/var/lib/ofc-signer"]
 USER nonroot:nonroot
 EXPOSE 3080
 ENTRYPOINT ["/usr/local/bin/ofc-signer"]

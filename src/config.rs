@@ -245,7 +245,7 @@ pub struct Cli {
     #[arg(long = "key-file-poll-ms")]
     pub key_file_poll_ms: Option<u64>,
     /// Where the audit log and the idempotency store live (OFC_SIGNER_STATE_DIR; default
-    /// ./ofc-signer-state).
+    /// ./ofc-signer-state/port-<port>, or ipc-<socket name> with --ipc).
     #[arg(long = "state-dir")]
     pub state_dir: Option<PathBuf>,
     /// Sign-and-forward: the trading account (wallet id) that signs for an enterprise when the

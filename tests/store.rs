@@ -668,4 +668,13 @@ fn audit_verify_subcommand() {
     std::fs::copy(&path, state.join(AUDIT_FILE)).unwrap();
     let (code, stdout, _) = run_binary(dir.path(), &["audit".as_ref(), "verify".as_ref()]);
     assert_eq!((code, stdout), (0, format!("ok: 4 records, head {head}\n")));
+    // The only log of an instance on another port is found too; with two, one must be named.
+    std::fs::rename(&state, dir.path().join(DEFAULT_STATE_DIR).join("port-4000")).unwrap();
+    let (code, stdout, _) = run_binary(dir.path(), &["audit".as_ref(), "verify".as_ref()]);
+    assert_eq!((code, stdout), (0, format!("ok: 4 records, head {head}\n")));
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(&path, state.join(AUDIT_FILE)).unwrap();
+    let (code, _, stderr) = run_binary(dir.path(), &["audit".as_ref(), "verify".as_ref()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("several audit logs"), "{stderr}");
 }

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::store::AUDIT_FILE;
 use crate::store::audit::{self, VerifyError};
+use crate::store::{AUDIT_FILE, DEFAULT_STATE_DIR};
 use crate::tools::{EXIT_FAILURE, EXIT_USAGE, ToolError};
 
 /// `ofc-signer audit <COMMAND>`
@@ -29,16 +29,39 @@ pub enum AuditCommand {
 /// `ofc-signer audit verify [FILE]`
 #[derive(clap::Args, Debug)]
 pub struct AuditVerifyArgs {
-    /// The audit log (default: ofc-signer-state/port-3080/audit.log, the log of an instance on the
-    /// default port started from this directory).
+    /// The audit log (default: the one audit log under ./ofc-signer-state, i.e. that of the
+    /// instance started from this directory; with several, name one).
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 }
 
-/// The default audit log: that of an instance on the default port (3080) with the default state
-/// directory.
-pub fn default_file() -> PathBuf {
-    crate::store::default_state_dir(3080, None).join(AUDIT_FILE)
+/// The default audit log: the only `ofc-signer-state/*/audit.log` in the working directory (the
+/// default state directories are one per listening address); several are a usage error.
+pub fn default_file() -> Result<PathBuf, ToolError> {
+    let base = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&base)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join(AUDIT_FILE))
+                .filter(|path| path.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        0 => Ok(crate::store::default_state_dir(3080, None).join(AUDIT_FILE)),
+        1 => Ok(found.remove(0)),
+        _ => Err(ToolError::usage(format!(
+            "several audit logs under {}: name one of {}",
+            base.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 pub fn run(args: AuditArgs) -> Result<ExitCode, ToolError> {
@@ -48,7 +71,10 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, ToolError> {
 }
 
 fn run_verify(args: AuditVerifyArgs) -> Result<ExitCode, ToolError> {
-    let file = args.file.unwrap_or_else(default_file);
+    let file = match args.file {
+        Some(file) => file,
+        None => default_file()?,
+    };
     match audit::verify(&file) {
         Ok(report) => {
             println!("ok: {} records, head {}", report.records, report.head);

@@ -11,7 +11,8 @@ use clap::Parser;
 use ofc_signer::config::Mode;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::sandbox::{
-    self, DEMO_ENTERPRISE_ID, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DOCS_TOKEN, DOCS_WALLET_ID,
+    self, DEMO_ENTERPRISE_ID, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DEMO_V2_WALLET_ID, DOCS_TOKEN,
+    DOCS_WALLET_ID,
 };
 use ofc_signer::server::{Listener, Prepared};
 use ofc_signer::upstream::client::SystemClock;
@@ -59,10 +60,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         config.environment.name = "custom".to_string();
         config.environment.base_url = sandbox.url();
         config.custom_root_uri = Some(sandbox.url());
-        env.set(
-            format!("WALLET_{DOCS_WALLET_ID}_PASSPHRASE"),
-            DEMO_PASSPHRASE,
-        );
+        for wallet_id in [DOCS_WALLET_ID, DEMO_V2_WALLET_ID] {
+            env.set(format!("WALLET_{wallet_id}_PASSPHRASE"), DEMO_PASSPHRASE);
+        }
         config
             .trading_accounts
             .insert(DEMO_ENTERPRISE_ID.to_string(), DOCS_WALLET_ID.to_string());
@@ -91,7 +91,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     prepared
-        .serve(listener, shutdown_signal(), Duration::from_secs(30))
+        .serve(
+            listener,
+            ofc_signer::server::shutdown_signal(),
+            Duration::from_secs(30),
+        )
         .await;
     drop(demo_sandbox);
     Ok(())
@@ -167,25 +171,4 @@ fn init_logging(config: &Config) -> Result<(), String> {
         None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

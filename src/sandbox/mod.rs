@@ -47,6 +47,10 @@ pub const DEMO_ENTERPRISE_ID: &str = "5f5ed0f3a5e4bd0007a49c6ee6af6a5b";
 pub const DEMO_PASSPHRASE: &str = "ofc-signer demo passphrase";
 /// The public seed the demo wallet's key is derived from.
 pub const DEMO_SEED: &str = "ofc-signer demo wallet - public seed, never a real key";
+/// A second demo wallet whose key is in a v2 (Argon2id) envelope (same passphrase).
+pub const DEMO_V2_WALLET_ID: &str = "6407b22ec86799000706e578332735b2";
+/// The public seed of the v2 demo wallet's key.
+pub const DEMO_V2_SEED: &str = "ofc-signer demo v2 wallet - public seed, never a real key";
 /// How far a request's `Auth-Timestamp` may be from the sandbox clock.
 const REQUEST_SKEW_MS: u64 = 5 * 60 * 1000;
 
@@ -189,7 +193,11 @@ impl Sandbox {
 
     /// Serves `wallet` and its user keychain (`keys[0]`).
     pub fn add_wallet(&self, wallet: SandboxWallet) {
-        let mut inner = self.shared.lock();
+        Self::insert_wallet(&self.shared, wallet);
+    }
+
+    fn insert_wallet(shared: &Shared, wallet: SandboxWallet) {
+        let mut inner = shared.lock();
         if let Some(id) = wallet.user_keychain.get("id").and_then(JsValue::as_str) {
             inner
                 .keychains
@@ -223,17 +231,18 @@ pub fn keychain_document(id: &str, xpub: &str, encrypted_prv: &str) -> JsValue {
     JsValue::Object(keychain)
 }
 
-/// A demo wallet: its key is derived at runtime from a public seed and encrypted (v1 envelope)
-/// with `passphrase`. Returns the wallet and the key's `xpub`.
+/// A demo wallet: its key is derived at runtime from a public seed and encrypted (in a
+/// `version` envelope) with `passphrase`. Returns the wallet and the key's `xpub`.
 pub fn demo_wallet(
     wallet_id: &str,
     seed: &str,
     passphrase: &str,
+    version: EnvelopeVersion,
 ) -> Result<(SandboxWallet, String), String> {
     let xprv = master_xprv_from_seed(seed.as_bytes()).map_err(|e| e.to_string())?;
     let xpub = xpub_from_xprv(&xprv).map_err(|e| e.to_string())?;
-    let encrypted = envelope::encrypt(passphrase, &xprv, EnvelopeVersion::V1, None)
-        .map_err(|e| e.message().to_string())?;
+    let encrypted =
+        envelope::encrypt(passphrase, &xprv, version, None).map_err(|e| e.message().to_string())?;
     let key_id =
         hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(format!("keychain:{wallet_id}"))[..12]);
     let wallet = SandboxWallet {
@@ -246,17 +255,48 @@ pub fn demo_wallet(
     Ok((wallet, xpub))
 }
 
-/// Starts the `--demo` sandbox: BitGo's documentation wallet, keyed from a public seed, reachable
-/// with the documentation's placeholder token and with [`DEMO_HMAC_TOKEN`].
+/// Starts the `--demo` sandbox on `127.0.0.1:0` (see [`start_demo_on`]).
 pub async fn start_demo() -> Result<(Sandbox, String), String> {
-    let sandbox = Sandbox::start()
+    let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("sandbox: {e}"))?;
-    let (wallet, xpub) = demo_wallet(DOCS_WALLET_ID, DEMO_SEED, DEMO_PASSPHRASE)?;
+    start_demo_on(listener).await
+}
+
+/// Starts the demo sandbox on `listener`: BitGo's documentation wallet (v1 envelope) with the
+/// demo enterprise's Go Network, keyed from a public seed, reachable with the documentation's
+/// placeholder token and with [`DEMO_HMAC_TOKEN`]. The v2 wallet [`DEMO_V2_WALLET_ID`] joins
+/// a moment later (its Argon2id envelope takes a quarter of a second to make, which startup does
+/// not wait for). Returns the sandbox and the documentation wallet's `xpub`.
+pub async fn start_demo_on(listener: TcpListener) -> Result<(Sandbox, String), String> {
+    let sandbox =
+        Sandbox::start_on(listener, Arc::new(SystemClock)).map_err(|e| format!("sandbox: {e}"))?;
+    let (wallet, xpub) = demo_wallet(
+        DOCS_WALLET_ID,
+        DEMO_SEED,
+        DEMO_PASSPHRASE,
+        EnvelopeVersion::V1,
+    )?;
     sandbox.add_wallet(wallet);
     sandbox.add_enterprise(DEMO_ENTERPRISE_ID, DOCS_WALLET_ID);
     sandbox.add_token(DOCS_TOKEN);
     sandbox.add_token(DEMO_HMAC_TOKEN);
+    let shared = Arc::downgrade(&sandbox.shared);
+    tokio::task::spawn_blocking(move || {
+        match demo_wallet(
+            DEMO_V2_WALLET_ID,
+            DEMO_V2_SEED,
+            DEMO_PASSPHRASE,
+            EnvelopeVersion::V2,
+        ) {
+            Ok((wallet, _)) => {
+                if let Some(shared) = shared.upgrade() {
+                    Sandbox::insert_wallet(&shared, wallet);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "sandbox: the v2 demo wallet is unavailable"),
+        }
+    });
     Ok((sandbox, xpub))
 }
 

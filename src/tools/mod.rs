@@ -6,6 +6,8 @@
 //! | `encrypt`, `decrypt` ([`crypt`]) | v1 (SJCL) and v2 (Argon2id) key envelopes, as `/api/v2/encrypt`, `/api/v2/decrypt` |
 //! | `sign` ([`sign`]) | an offline signPayload from a key file: the route's exact response body |
 //! | `verify` ([`verify`]) | checks a signPayload signature against an `xpub` or a public key |
+//! | `audit verify` ([`audit`]) | checks the audit log's hash chain |
+//! | `sandbox` ([`sandbox`]) | runs the demo fake BitGo API on its own |
 //!
 //! Each module keeps its logic in small pure functions and does its I/O (files, standard
 //! streams, the terminal, the network) at the edge, through [`io`]. Passphrases never come from
@@ -16,6 +18,7 @@ pub mod audit;
 pub mod crypt;
 pub mod fetch_keys;
 pub mod io;
+pub mod sandbox;
 pub mod sign;
 pub mod verify;
 
@@ -39,6 +42,8 @@ pub enum Tool {
     Verify(verify::VerifyArgs),
     /// Audit log tooling: `audit verify [FILE]` checks the log's hash chain.
     Audit(audit::AuditArgs),
+    /// Run the demo fake BitGo API on its own (the wallets, tokens and Go Network of --demo).
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Exit status of a command that failed.
@@ -86,6 +91,7 @@ pub fn run(tool: Tool) -> ExitCode {
         Tool::Sign(args) => sign::run(args),
         Tool::Verify(args) => verify::run(args),
         Tool::Audit(args) => audit::run(args),
+        Tool::Sandbox(args) => sandbox::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,9 @@ API that checks the upstream HMAC authentication of every request (spec section 
 responses, then drives the ofc-signer binary over HTTP and compares its answers with the BitGo SDK
 vectors (tests/vectors/sdk-vectors.json) and the error contract of the spec. Signer mode (1.5-1.7,
 11.9), signer authentication, forward mode (1.3) and the `verify`/`sign` subcommands are checked
-against the spec and the project README.
+against the spec and the project README. The generic proxy (5.1-5.3, 11.12), Go Network
+sign-and-forward of partner settlements (5.5, 11.10; the fake checks signatures with its own
+pure-Python secp256k1 recovery) and the audit log (`ofc-signer audit verify`) are checked too.
 
 Usage: python3 tests/external/acceptance.py [--binary target/debug/ofc-signer] [--quick]
 Python 3.11, standard library only.  Exit status 1 if any check failed.
@@ -19,13 +21,17 @@ import hmac
 import http.client
 import json
 import os
+import re
+import secrets
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -286,6 +292,7 @@ class FakeBitGo:
         self.delay_s = 0.0
         self.delay_count = 0
         self.hmac_mode = "ok"  # "ok", "corrupt" or "missing"
+        self.net = None  # a FakeNetwork serving the Go Network endpoints, if set
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHandler)
         self.server.daemon_threads = True
         self.server.fake = self
@@ -338,11 +345,12 @@ class FakeBitGo:
         for r in self.since(idx):
             r.waived = True
 
-    def inject(self, status, body, ctype="application/json", path_contains=None, count=1):
+    def inject(self, status, body, ctype="application/json", path_contains=None, count=1, headers=None, path_is=None):
         if isinstance(body, str):
             body = body.encode("utf-8")
         with self.lock:
-            self.faults.append(dict(status=status, ctype=ctype, body=body, path_contains=path_contains, count=count))
+            self.faults.append(dict(status=status, ctype=ctype, body=body, path_contains=path_contains, count=count,
+                                    headers=dict(headers or {}), path_is=path_is))
 
     def clear_faults(self):
         with self.lock:
@@ -389,6 +397,8 @@ class FakeBitGo:
     def take_fault(self, path):
         with self.lock:
             for f in self.faults:
+                if f.get("path_is") is not None and f["path_is"] != path:
+                    continue
                 if f["path_contains"] is None or f["path_contains"] in path:
                     f["count"] -= 1
                     if f["count"] <= 0:
@@ -403,8 +413,12 @@ class FakeBitGo:
                 return self.delay_s
             return 0.0
 
-    def route(self, method, path):
+    def route(self, method, path, headers=None, body=b""):
         """Returns (status, content_type, body_bytes) for an authenticated request."""
+        if self.net is not None:
+            answer = self.net.route(method, path, headers or {}, body)
+            if answer is not None:
+                return answer
         route_path = path.split("?", 1)[0]
         segs = route_path.split("/")
         # ['', 'api', 'v2', 'ofc', 'wallet', '<id>'(, 'tx', 'sign')]
@@ -459,15 +473,21 @@ class _FakeHandler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         fault = fake.take_fault(self.path)
+        extra_headers = {}
         if fault is not None:
             status, ctype, out = fault["status"], fault["ctype"], fault["body"]
+            extra_headers = fault.get("headers") or {}
         elif verdict:
             status, ctype, out = 401, "application/json", b'{"error":"Authentication failed"}'
         else:
-            status, ctype, out = fake.route(self.command, self.path)
+            status, ctype, out = fake.route(self.command, self.path, rec.headers, body)
+        if self.command == "HEAD":
+            out = b""  # no body on a HEAD answer (and the response HMAC is over the empty text)
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
+        for k, val in extra_headers.items():
+            self.send_header(k, val)
         self.send_header("Content-Length", str(len(out)))
         if kind == "hmac" and token is not None and fake.hmac_mode != "missing":
             ts = str(now_ms())
@@ -477,9 +497,228 @@ class _FakeHandler(BaseHTTPRequestHandler):
             self.send_header("timestamp", ts)
             self.send_header("hmac", mac)
         self.end_headers()
-        self.wfile.write(out)
+        if out:
+            self.wfile.write(out)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+
+# --------------------------------------------------------------------------------------------
+# secp256k1 in pure Python (spec section 2): the fake's Go Network checks the signatures itself
+# --------------------------------------------------------------------------------------------
+
+SECP_P = 2**256 - 2**32 - 977
+SECP_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP_G = (0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798,
+          0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
+
+
+def _ec_add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    (x1, y1), (x2, y2) = a, b
+    if x1 == x2:
+        if (y1 + y2) % SECP_P == 0:
+            return None
+        lam = 3 * x1 * x1 * pow(2 * y1, -1, SECP_P) % SECP_P
+    else:
+        lam = (y2 - y1) * pow(x2 - x1, -1, SECP_P) % SECP_P
+    x3 = (lam * lam - x1 - x2) % SECP_P
+    return x3, (lam * (x1 - x3) - y1) % SECP_P
+
+
+def _ec_mul(k, point):
+    out = None
+    while k:
+        if k & 1:
+            out = _ec_add(out, point)
+        point = _ec_add(point, point)
+        k >>= 1
+    return out
+
+
+def ec_pub_hex(point):
+    """Compressed SEC1 encoding (33 bytes, hex)."""
+    return ("02" if point[1] % 2 == 0 else "03") + format(point[0], "064x")
+
+
+def btc_message_digest(message):
+    """SHA256(SHA256(0x18 'Bitcoin Signed Message:\\n' || CompactSize(len) || message))."""
+    n = len(message)
+    if n < 0xFD:
+        size = bytes([n])
+    elif n <= 0xFFFF:
+        size = b"\xfd" + n.to_bytes(2, "little")
+    else:
+        size = b"\xfe" + n.to_bytes(4, "little")
+    data = b"\x18Bitcoin Signed Message:\n" + size + message
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def btc_split_sig(sig_hex):
+    """(header, r, s) of a 65-byte compact signature in hex, or None."""
+    try:
+        sig = bytes.fromhex(sig_hex)
+    except (TypeError, ValueError):
+        return None
+    if len(sig) != 65 or sig_hex != sig_hex.lower():
+        return None
+    return sig[0], int.from_bytes(sig[1:33], "big"), int.from_bytes(sig[33:], "big")
+
+
+def btc_recover(message, sig_hex):
+    """The compressed public key (hex) that made compact signature sig_hex over message (bytes),
+    or None. Only compressed-key headers 31..34 (27 + 4 + recid) are accepted, as spec 2 says."""
+    parts = btc_split_sig(sig_hex)
+    if parts is None:
+        return None
+    header, r, s = parts
+    if not 31 <= header <= 34 or not (0 < r < SECP_N and 0 < s < SECP_N):
+        return None
+    recid = header - 31
+    x = r + (recid >> 1) * SECP_N
+    if x >= SECP_P:
+        return None
+    alpha = (x * x * x + 7) % SECP_P
+    y = pow(alpha, (SECP_P + 1) // 4, SECP_P)
+    if y * y % SECP_P != alpha:
+        return None
+    if y % 2 != recid & 1:
+        y = SECP_P - y
+    e = int.from_bytes(btc_message_digest(message), "big")
+    r_inv = pow(r, -1, SECP_N)
+    q = _ec_add(_ec_mul(s * r_inv % SECP_N, (x, y)), _ec_mul(-e * r_inv % SECP_N, SECP_G))
+    return None if q is None else ec_pub_hex(q)
+
+
+def btc_sign(message, priv_hex):
+    """A compact signature (random nonce, low-S) by the harness itself, for pre-signed bodies."""
+    d = int(priv_hex, 16)
+    e = int.from_bytes(btc_message_digest(message), "big")
+    while True:
+        k = secrets.randbelow(SECP_N - 1) + 1
+        point = _ec_mul(k, SECP_G)
+        r = point[0] % SECP_N
+        s = pow(k, -1, SECP_N) * (e + r * d) % SECP_N
+        if r == 0 or s == 0:
+            continue
+        recid = (point[1] & 1) | (2 if point[0] >= SECP_N else 0)
+        if s > SECP_N // 2:
+            s, recid = SECP_N - s, recid ^ 1
+        return format(31 + recid, "02x") + format(r, "064x") + format(s, "064x")
+
+
+# --------------------------------------------------------------------------------------------
+# Fake Go Network endpoints (partner settlements), served by a FakeBitGo whose .net is set
+# --------------------------------------------------------------------------------------------
+
+SETTLEMENT_MARKER = "acceptance-fake/settlement-payload/1"
+_NET_PATH = re.compile(r"/api/network/(v[12])/enterprises/([^/]+)/partners/(settlements-signing|settlements)/?")
+
+
+class FakeNetwork:
+    """BitGo's partner-settlement endpoints as the guide describes them (examples/bitgo-docs-curl.md):
+    `…/partners/settlements-signing` answers {"payload": P} with the fake's OWN canonical string P
+    (fixed key order, a marker member, ", "/": " separators, ASCII escapes: never the request
+    body); `POST /api/network/v1|v2/enterprises/:eid/partners/settlements` checks the enterprise-id
+    header, that payload is exactly P for the posted fields, that the signature recovers to the
+    enterprise's trading-account key, refuses other content under a known externalId (409),
+    answers an identical replay 200 with the existing settlement and creates with 201."""
+
+    def __init__(self, enterprise_keys):
+        self.enterprise_keys = dict(enterprise_keys)  # enterpriseId -> compressed public key hex
+        self.settlements = {}  # (enterpriseId, externalId) -> (posted object, settlement document)
+        self.creates = 0
+        self.issued = []  # payloads handed out by settlements-signing
+        self.submissions = []  # (version, enterpriseId, status, reason) of every settlements POST
+        self.audit_path = None  # if set: whether each posted signature was already in this file
+        self.audited_first = {}  # signature -> it was in audit_path when the POST arrived
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def canonical(enterprise_id, fields):
+        def ordered(v):
+            return {k: ordered(v[k]) for k in sorted(v)} if isinstance(v, dict) else v
+
+        doc = {"marker": SETTLEMENT_MARKER, "enterpriseId": enterprise_id}
+        for k in ("externalId", "nonce", "cutoffAt", "notes"):
+            if k in fields:
+                doc[k] = fields[k]
+        doc["settlementAmounts"] = ordered(fields.get("settlementAmounts"))
+        return json.dumps(doc, separators=(", ", ": "), ensure_ascii=True)
+
+    @staticmethod
+    def _answer(status, obj):
+        return status, "application/json", jdump(obj).encode("utf-8")
+
+    def _error(self, status, message, version=None, eid=None):
+        if version is not None:
+            with self.lock:
+                self.submissions.append((version, eid, status, message))
+        return self._answer(status, {"error": message, "name": "FakeNetworkError"})
+
+    def route(self, method, path, headers, body):
+        m = _NET_PATH.fullmatch(path.split("?", 1)[0])
+        if m is None:
+            return None
+        version, eid, kind = int(m.group(1)[1]), urllib.parse.unquote(m.group(2)), m.group(3)
+        sub = version if kind == "settlements" else None
+        if method not in (("GET", "POST") if kind == "settlements-signing" else ("POST",)):
+            return self._error(405, f"{method} not allowed on {kind}", sub, eid)
+        if headers.get("enterprise-id") != eid:
+            return self._error(400, f"enterprise-id header {headers.get('enterprise-id')!r} != {eid!r}", sub, eid)
+        try:
+            obj = json.loads(body.decode("utf-8")) if body else {}
+        except (UnicodeDecodeError, ValueError):
+            return self._error(400, "body is not JSON", sub, eid)
+        if not isinstance(obj, dict):
+            return self._error(400, "body is not a JSON object", sub, eid)
+        wanted = ["externalId", "nonce"] + (["payload", "signature"] if kind == "settlements" else [])
+        bad = [k for k in wanted if not isinstance(obj.get(k), str) or not obj[k]]
+        if not isinstance(obj.get("settlementAmounts"), dict):
+            bad.append("settlementAmounts")
+        if bad:
+            return self._error(400, f"missing or invalid fields: {', '.join(bad)}", sub, eid)
+        if kind == "settlements" and self.audit_path is not None:
+            try:
+                logged = self.audit_path.read_bytes()
+            except OSError:
+                logged = b""
+            with self.lock:
+                self.audited_first.setdefault(obj["signature"], obj["signature"].encode() in logged)
+        if kind == "settlements-signing":
+            payload = self.canonical(eid, obj)
+            with self.lock:
+                self.issued.append(payload)
+            return self._answer(200, {"payload": payload})
+        if version == 2 and not (isinstance(obj.get("cutoffAt"), str) and obj["cutoffAt"]):
+            return self._error(400, "cutoffAt is required for v2 settlements", sub, eid)
+        if obj["payload"] != self.canonical(eid, obj):
+            return self._error(400, "payload is not the canonical payload of this settlement", sub, eid)
+        pub = self.enterprise_keys.get(eid)
+        if pub is None:
+            return self._error(404, f"unknown enterprise {eid}", sub, eid)
+        if btc_recover(obj["payload"].encode("utf-8"), obj["signature"]) != pub:
+            return self._error(400, "invalid signature", sub, eid)
+        with self.lock:
+            existing = self.settlements.get((eid, obj["externalId"]))
+            if existing is not None:
+                if existing[0] != obj:
+                    self.submissions.append((version, eid, 409, "conflict"))
+                    return self._answer(409, {"error": f"settlement {obj['externalId']} exists with other content",
+                                              "name": "DuplicateExternalId"})
+                self.submissions.append((version, eid, 200, "replay"))
+                return self._answer(200, {"settlement": existing[1]})
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+            doc = {"id": str(uuid.uuid4()), "partnerId": f"partner-of-{eid}", "externalId": obj["externalId"],
+                   "cutoffAt": obj.get("cutoffAt", "2023-01-26T00:31:26+0000"), "reason": None, "status": "completed",
+                   "reconciled": False, "notes": obj.get("notes"), "createdAt": stamp, "updatedAt": stamp}
+            self.settlements[(eid, obj["externalId"])] = (obj, doc)
+            self.creates += 1
+            self.submissions.append((version, eid, 201, "created"))
+        return self._answer(201, {"settlement": doc})
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,16 +735,18 @@ def clean_env(extra=None):
 class Signer:
     """One ofc-signer process started with the acceptance-contract command line."""
 
-    def __init__(self, binary, root_uri, name, env_extra=None):
+    def __init__(self, binary, root_uri, name, env_extra=None, extra_args=()):
         self.name = name
         self.port = free_port()
         self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--env", "custom",
-                     "--customrooturi", root_uri, "--disablessl"]
+                     "--customrooturi", root_uri, "--disablessl"] + [str(a) for a in extra_args]
         self.tmp = tempfile.TemporaryDirectory(prefix=f"ofc-accept-{name}-")
         self.out_path = Path(self.tmp.name) / "stdout"
         self.err_path = Path(self.tmp.name) / "stderr"
+        # Run in its own empty directory: no stray .env, and the default state directory
+        # (./ofc-signer-state/port-<port>) lands there, not in the repository.
         self.proc = subprocess.Popen(self.args, stdout=open(self.out_path, "wb"), stderr=open(self.err_path, "wb"),
-                                     stdin=subprocess.DEVNULL, env=clean_env(env_extra))
+                                     stdin=subprocess.DEVNULL, env=clean_env(env_extra), cwd=self.tmp.name)
         self.ready_error = self._wait_ready()
 
     def _wait_ready(self, timeout=10.0):
@@ -725,8 +966,8 @@ class Ctx:
             env[f"WALLET_{W_ODD_KEY}_PASSPHRASE"] = root0
         return env
 
-    def start(self, root_uri, name, env_extra=None):
-        s = Signer(self.binary, root_uri, name, env_extra)
+    def start(self, root_uri, name, env_extra=None, extra_args=()):
+        s = Signer(self.binary, root_uri, name, env_extra, extra_args)
         self.signers.append(s)
         ok = self.check("startup", f"instance {name} answers /api/v2/pingexpress", not s.ready_error, s.ready_error)
         return s if ok else None
@@ -1826,6 +2067,483 @@ def group_startup_signer(ctx, sm):
             ctx.check(g, f"{s.name} banner contains {line!r}", line in out, f"stdout: {out[-500:]!r}")
 
 
+# --------------------------------------------------------------------------------------------
+# Generic proxy (5.1-5.3, 11.12), Go Network sign-and-forward (5.5, 11.10), audit log
+# --------------------------------------------------------------------------------------------
+
+NET_ENTERPRISE = "E1"
+NET_AMOUNTS = {"09684b38-49ed-4cf6-a28e-c3a459494c69": {"BTC": "100", "ETH": "-200"},
+               "136c1c69-8654-484f-8c5f-591b334a084f": {"XRP": "300", "BTC": "-400"}}
+
+
+def setup_network(ctx):
+    """One normal-mode instance with --state-dir in front of a fake that serves one trading account
+    (vector obj-simple's wallet, v1 envelope, env passphrase) and the Go Network endpoints."""
+    v = ctx.by_id["obj-simple"]
+    key = ctx.meta_keys[v["keyLabel"]]
+    fake = FakeBitGo("net")
+    ctx.fakes.append(fake)
+    fake.add_key(ctx.key_id(v["walletId"]), v["encryptedPrv"], v["pub"])
+    fake.add_wallet(v["walletId"], [ctx.key_id(v["walletId"])])
+    fake.net = FakeNetwork({NET_ENTERPRISE: key["publicKeyHex"]})
+    state = Path(ctx.workdir.name) / "net-state"
+    fake.net.audit_path = state / "audit.log"
+    s = ctx.start(fake.root_uri, "net", {f"WALLET_{v['walletId']}_PASSPHRASE": v["walletPassphrase"]},
+                  extra_args=["--state-dir", state])
+    if s is None:
+        return None
+    return types.SimpleNamespace(s=s, fake=fake, net=fake.net, state=state, vector=v, key=key,
+                                 wallet=v["walletId"], passphrase=v["walletPassphrase"],
+                                 signed=[], payloads=[])
+
+
+def _path_only(p):
+    return p.split("?", 1)[0]
+
+
+def group_proxy(ctx, net):
+    g = "proxy"
+    s, fake = net.s, net.fake
+
+    # 1. A pre-signed settlement through route 8: exact bytes, Content-Type, otp, enterprise-id, query.
+    path = "/api/network/v1/enterprises/E1/partners/settlements?dryRun=true&b=2"
+    raw = ('{ "externalId" :  "proxy-1" ,\n\t"nonce":"1",\r\n  "notes" : "caf\\u00e9 ✓",'
+           '  "settlementAmounts":{ "a" : { "BTC" : "1.50" } }, "fee" : 1.50 ,\n'
+           '  "payload" : "{\\"x\\":1}" ,   "signature":"' + "1f" + "ab" * 64 + '"  }  \n').encode("utf-8")
+    ctype = "application/json; charset=UTF-8"
+    fake.inject(201, '{ "b" : 2, "a" : 1.50 }', path_contains="/partners/settlements?dryRun=true",
+                headers={"X-Up": "1", "Set-Cookie": "up=1"})
+    idx = fake.mark()
+    r = s.request("POST", path, raw, ctype=ctype,
+                  headers={"X-Bitgo-Otp": "000000", "Cookie": "sid=abc", "X-Custom": "keep-out"})
+    recs = fake.since(idx)
+    fake.clear_faults()
+    one = recs[0] if len(recs) == 1 else None
+    label = f"POST {path} (payload+signature present)"
+    ctx.check(g, f"{label}: exactly one upstream request, same method and path+query",
+              one is not None and (one.method, one.path) == ("POST", path), f"upstream {upstream_seq(recs)}")
+    if one is not None:
+        ctx.check(g, f"{label}: body arrives byte-for-byte", one.body == raw, f"got {one.body!r}, sent {raw!r}")
+        ctx.check(g, f"{label}: client's exact Content-Type", one.headers.get("content-type") == ctype,
+                  f"content-type {one.headers.get('content-type')!r} != {ctype!r}")
+        ctx.check(g, f"{label}: x-bitgo-otp forwarded", one.headers.get("x-bitgo-otp") == "000000",
+                  f"x-bitgo-otp {one.headers.get('x-bitgo-otp')!r}")
+        ctx.check(g, f"{label}: enterprise-id: E1", one.headers.get("enterprise-id") == "E1",
+                  f"enterprise-id {one.headers.get('enterprise-id')!r}")
+        leaked = [h for h in ("cookie", "x-custom") if h in one.headers]
+        ctx.check(g, f"{label}: Cookie and X-Custom dropped", not leaked, f"forwarded {leaked}")
+        ctx.check(g, f"{label}: valid HMAC over exactly those bytes", not one.verdict, one.verdict)
+    d = ""
+    if r.status != 201 or r.raw != b'{"b":2,"a":1.5}' or not r.ctype.lower().startswith("application/json"):
+        d = f"got {r.status} {r.ctype!r} {r.raw!r}, want 201 application/json b'{{\"b\":2,\"a\":1.5}}'"
+    elif "x-up" in r.headers or "set-cookie" in r.headers:
+        d = f"upstream headers relayed: {r.headers}"
+    ctx.check(g, f"{label}: upstream 201 {{ \"b\" : 2, \"a\" : 1.50 }} -> 201 {{\"b\":2,\"a\":1.5}}, no upstream headers", not d, d)
+
+    # 2. Route table (5.1) and 11.12's byte-for-byte query.
+    for client, want, eid in [
+        ("/api/v2/user//me?x=a//b", "/api/v2/user/me?x=a/b", None),
+        ("/api/v2/user/a%2Fb?x=%20&y=%2F", "/api/v2/user/a/b?x=%20&y=%2F", None),
+        ("/API/V2/USER/me?Q=1", "/api/v2/user/me?Q=1", None),
+        ("/api/v2/ofc/foo%2Fbar?x=1", "/api/v2/ofc/foo/bar?x=1", None),
+        ("/api/network/v1/foo//bar?q=1//2", "/api/network/v1/foo//bar?q=1//2", None),
+        ("/api/foo/v2/enterprises/E2/x%2Fy?z=1", "/api/foo/v2/enterprises/E2/x%2Fy?z=1", "E2"),
+        ("/oauth/token?a=1", "/oauth/token?a=1", None),
+    ]:
+        fake.inject(200, '{"ok" : true}')
+        idx = fake.mark()
+        r = s.request("GET", client)
+        recs = fake.since(idx)
+        fake.clear_faults()
+        d = ""
+        if upstream_seq(recs) != [("GET", want)]:
+            d = f"upstream {upstream_seq(recs)} != [('GET', {want!r})]"
+        elif eid and recs[0].headers.get("enterprise-id") != eid:
+            d = f"enterprise-id {recs[0].headers.get('enterprise-id')!r} != {eid!r}"
+        elif auth_problems(recs):
+            d = f"upstream auth: {auth_problems(recs)}"
+        elif r.status != 200 or r.raw != b'{"ok":true}':
+            d = f"client got {r.short(200)}"
+        ctx.check(g, f"GET {client} -> upstream {want}" + (f" with enterprise-id {eid}" if eid else ""), not d, d)
+    # Unknown coin: 11.12 forwards the query byte-for-byte (the reference re-emitted decoded values).
+    client = "/api/v2/unknowncoin/x?b=%2F&c=%26d&e=%3D"
+    fake.inject(200, "{}")
+    idx = fake.mark()
+    s.request("GET", client)
+    recs = fake.since(idx)
+    fake.clear_faults()
+    ok = len(recs) == 1 and recs[0].path == "/api/v2/unknowncoin/x?b=%2F&c=%26d&e=%3D" and not recs[0].verdict
+    ctx.check(g, f"GET {client}: query forwarded byte-for-byte (11.12)", ok, f"upstream {recs}")
+    fake.inject(200, "")
+    idx = fake.mark()
+    r = s.request("HEAD", "/api/v2/user/me")
+    recs = fake.since(idx)
+    fake.clear_faults()
+    ctx.check(g, "HEAD /api/v2/user/me is forwarded upstream as HEAD (11.12)",
+              upstream_seq(recs) == [("HEAD", "/api/v2/user/me")], f"upstream {upstream_seq(recs)}; client {r.status}")
+
+    # 3. Bodies (5.2).
+    for method, client, body, ctype, want_body, want_ctype, label in [
+        ("DELETE", "/api/v2/user/x/del", None, None, b"{}", "application/json", "body-less DELETE -> {}"),
+        ("PUT", "/api/v2/user/x/put", b"hello", "text/plain", b"{}", "application/json", "PUT text/plain hello -> {}"),
+        ("POST", "/api/v2/user/x/post", b'{ "k" : 1 }', None, b'{ "k" : 1 }', "application/json",
+         "POST without Content-Type -> raw bytes as application/json"),
+        ("PATCH", "/api/v2/user/x/patch", b'{ "k" : 1 }', "application/json", b'{ "k" : 1 }', "application/json",
+         "PATCH JSON -> exact bytes"),
+    ]:
+        fake.inject(200, "{}")
+        idx = fake.mark()
+        r = s.request(method, client, body, ctype=ctype)
+        recs = fake.since(idx)
+        fake.clear_faults()
+        d = ""
+        if upstream_seq(recs) != [(method, client)]:
+            d = f"upstream {upstream_seq(recs)}"
+        else:
+            u = recs[0]
+            if u.body != want_body:
+                d = f"upstream body {u.body!r} != {want_body!r}"
+            elif u.headers.get("content-type") != want_ctype:
+                d = f"upstream content-type {u.headers.get('content-type')!r} != {want_ctype!r}"
+            elif u.headers.get("content-length") != str(len(want_body)):
+                d = f"upstream content-length {u.headers.get('content-length')!r} != {len(want_body)}"
+            elif u.verdict:
+                d = f"upstream auth: {u.verdict}"
+            elif r.status != 200:
+                d = f"client got {r.short(200)}"
+        ctx.check(g, f"{label} (HMAC over the sent bytes)", not d, d)
+
+    # 4. Upstream error relayed (5.3) and non-API paths.
+    fake.inject(404, '{"error":"thing not found","name":"NotFound","requestId":"r-9"}', path_contains="/user/missing")
+    r = s.request("GET", "/api/v2/user/missing?x=1")
+    fake.clear_faults()
+    d = diff_body(r, 404, [("error", "thing not found"), ("name", "ApiResponseError"), ("requestId", "r-9"),
+                           ("message", "thing not found")] + VERSIONS)
+    ctx.check(g, "upstream 404 JSON relayed with name overwritten in place", not d, d)
+    for client in ["/foo", "/API/network/v1/x"]:
+        idx = fake.mark()
+        r = s.request("GET", client)
+        d = diff_body(r, 404, error_pairs("bitgo-express can only proxy BitGo API requests", "ApiResponseError"))
+        if not d and fake.since(idx):
+            d = f"upstream called: {upstream_seq(fake.since(idx))}"
+        ctx.check(g, f"GET {client} -> 404 bitgo-express can only proxy BitGo API requests", not d, d)
+
+
+def _settlement_posts(recs, path):
+    return [x for x in recs if x.method == "POST" and _path_only(x.path) == path]
+
+
+def _json_or_none(raw):
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _secret_forms(text):
+    """A secret as it could appear in bytes: raw UTF-8 and JSON-escaped (ASCII) forms."""
+    return {text.encode("utf-8"), json.dumps(text)[1:-1].encode("utf-8")}
+
+
+def group_network(ctx, net):
+    g = "network"
+    s, fake, fn = net.s, net.fake, net.net
+    pub = net.key["publicKeyHex"]
+    eid = NET_ENTERPRISE
+    v1 = f"/api/network/v1/enterprises/{eid}/partners/settlements"
+    v2 = f"/api/network/v2/enterprises/{eid}/partners/settlements"
+    signing = f"/api/network/v1/enterprises/{eid}/partners/settlements-signing"
+
+    # The harness's own secp256k1 code against the SDK vectors (recovery) and itself (signing).
+    vecs = ctx.sign_vectors if not ctx.quick else ctx.sign_vectors[::13][:5]
+    bad = [v["id"] for v in vecs
+           if btc_recover(bytes.fromhex(v["payloadUtf8Hex"]) if v["payloadString"] is None else v["payloadString"].encode("utf-8"),
+                          v["signature"]) != ctx.meta_keys[v["keyLabel"]]["publicKeyHex"]]
+    own = btc_sign(b"harness", net.key["privateKeyHex"])
+    if btc_recover(b"harness", own) != pub or btc_recover(b"harness!", own) == pub:
+        bad.append("own signature round trip")
+    ctx.check(g, f"harness secp256k1 recovery reproduces {len(vecs)} SDK vector keys", not bad, f"mismatch: {bad}")
+
+    def post(path, obj_or_raw, **kw):
+        raw = obj_or_raw if isinstance(obj_or_raw, bytes) else json.dumps(obj_or_raw, indent=2, ensure_ascii=False)
+        idx, creates = fake.mark(), fn.creates
+        r = s.request("POST", path, raw, **kw)
+        return r, fake.since(idx), fn.creates - creates
+
+    def stored(external_id):
+        with fn.lock:
+            return fn.settlements.get((eid, external_id))
+
+    # 1. Sign-and-forward: no payload, no signature.
+    base = {"walletId": net.wallet, "externalId": "accept-settlement-1", "notes": "this is a settlement note ✓",
+            "settlementAmounts": NET_AMOUNTS}
+    label = "v1 settlement without payload/signature"
+    r, recs, created = post(v1, base)
+    st = stored(base["externalId"])
+    d = diff_body(r, 201, [("settlement", st[1] if st else "<none created>")])
+    ctx.check(g, f"{label}: 201 with the fake's settlement", not d, d)
+    subs = _settlement_posts(recs, v1)
+    ctx.check(g, f"{label}: one settlements POST, one creation", len(subs) == 1 and created == 1,
+              f"{len(subs)} POSTs, {created} creations; upstream {upstream_seq(recs)}")
+    sent = _json_or_none(subs[0].body) if subs else None
+    if isinstance(sent, dict):
+        problems = []
+        if not re.fullmatch(r"[0-9a-f]{64}", str(sent.get("nonce"))):
+            problems.append(f"nonce {sent.get('nonce')!r} is not 64 hex")
+        if sent.get("payload") != fn.canonical(eid, sent) or sent.get("payload") not in fn.issued:
+            problems.append(f"payload {str(sent.get('payload'))[:120]!r} is not the fake's canonical payload")
+        if btc_recover(str(sent.get("payload")).encode("utf-8"), str(sent.get("signature"))) != pub:
+            problems.append(f"signature {sent.get('signature')!r} does not recover to {pub}")
+        ctx.check(g, f"{label}: the fake got a 64-hex nonce, its own payload and a valid signature", not problems,
+                  "; ".join(problems))
+        ctx.check(g, f"{label}: the signature was in the audit log before it reached the fake",
+                  fn.audited_first.get(sent.get("signature")) is True, f"audited first: {fn.audited_first.get(sent.get('signature'))}")
+        parts = btc_split_sig(str(sent.get("signature")))
+        ctx.check(g, f"{label}: signature is 130 lowercase hex, header 0x1f-0x22, low-S (spec 2)",
+                  parts is not None and 31 <= parts[0] <= 34 and parts[2] <= SECP_N // 2, f"signature {sent.get('signature')!r}")
+        extra = [k for k in ("walletId", "walletPassphrase") if k in sent]
+        kept = {k: sent.get(k) for k in ("externalId", "notes", "settlementAmounts")}
+        want = {k: base[k] for k in kept}
+        ctx.check(g, f"{label}: no walletId/walletPassphrase upstream, client's fields kept",
+                  not extra and kept == want, f"extra {extra}; fields {kept} != {want}")
+        net.signed.append(sent.get("signature"))
+        net.payloads.append(sent.get("payload"))
+        asks = [x for x in recs if _path_only(x.path) == signing]
+        ask = _json_or_none(asks[-1].body) if asks else None
+        d = ""
+        if not isinstance(ask, dict):
+            d = f"no settlements-signing request (upstream {upstream_seq(recs)})"
+        elif asks[-1].headers.get("enterprise-id") != eid:
+            d = f"enterprise-id {asks[-1].headers.get('enterprise-id')!r}"
+        elif {k: ask.get(k) for k in ("externalId", "notes", "settlementAmounts", "nonce")} != \
+                {k: sent.get(k) for k in ("externalId", "notes", "settlementAmounts", "nonce")}:
+            d = f"asked with {ask}, submitted {sent}"
+        elif "walletId" in ask or "walletPassphrase" in ask:
+            d = f"signing request carries {ask}"
+        ctx.check(g, f"{label}: canonical payload asked from settlements-signing with enterprise-id and the same fields",
+                  not d, d)
+    else:
+        ctx.check(g, f"{label}: the fake got a JSON settlement", False, f"upstream {upstream_seq(recs)}")
+    leaks = [x for x in fake.since(0) if any(f in x.body for f in _secret_forms(net.passphrase))]
+    ctx.check(g, f"{label}: the passphrase never goes upstream", not leaks, f"in {leaks}")
+
+    # 2. Identical retry: the same settlement, no second creation.
+    r, recs, created = post(v1, base)
+    d = ""
+    if r.status not in (200, 201) or not isinstance(r.obj, dict) or r.obj.get("settlement") != (st[1] if st else None):
+        d = f"got {r.short()}, want 200/201 with settlement {st[1] if st else None}"
+    ctx.check(g, "identical retry returns the same settlement", not d, d)
+    ctx.check(g, "identical retry: no second creation at the fake", created == 0,
+              f"{created} creations; upstream {upstream_seq(recs)}")
+
+    # 3. Same externalId, other amounts: 409 (ofc-signer's or the fake's), nothing created.
+    other = dict(base, settlementAmounts={"09684b38-49ed-4cf6-a28e-c3a459494c69": {"BTC": "101"}})
+    r, recs, created = post(v1, other)
+    d = "" if r.status == 409 and isinstance(r.obj, dict) and isinstance(r.obj.get("message"), str) else f"got {r.short()}"
+    ctx.check(g, "same externalId with other amounts -> 409 JSON error", not d, d)
+    ctx.check(g, "same externalId with other amounts: no creation", created == 0, f"{created} creations")
+
+    # 4. Passphrase in the body: used, never forwarded; a wrong one is 401 (11.3) and nothing is sent.
+    body2 = dict(base, externalId="accept-settlement-2", walletPassphrase=net.passphrase)
+    r, recs, created = post(v1, body2)
+    subs = _settlement_posts(recs, v1)
+    sent = _json_or_none(subs[0].body) if subs else None
+    d = ""
+    if r.status != 201 or created != 1:
+        d = f"got {r.short()}; {created} creations"
+    elif not isinstance(sent, dict) or "walletPassphrase" in sent or "walletId" in sent:
+        d = f"submitted {subs[0].body[:300] if subs else None!r}"
+    ctx.check(g, "body walletPassphrase: created, passphrase not forwarded", not d, d)
+    if isinstance(sent, dict):
+        net.signed.append(sent.get("signature"))
+        net.payloads.append(sent.get("payload"))
+    body3 = dict(base, externalId="accept-settlement-3", walletPassphrase=WRONG_PASSPHRASE)
+    r, recs, created = post(v1, body3)
+    d = ""
+    o = r.obj if isinstance(r.obj, dict) else {}
+    if r.status != 401 or o.get("name") != "IncorrectPasswordError" or o.get("code") != "wallet_passphrase_incorrect" \
+            or o.get("message") != MSG_WRONG_PASSPHRASE:
+        d = f"got {r.short()}"
+    elif _settlement_posts(recs, v1) or created:
+        d = f"submitted anyway: {upstream_seq(recs)}"
+    elif WRONG_PASSPHRASE.encode() in r.raw:
+        d = "passphrase echoed"
+    ctx.check(g, "wrong body walletPassphrase -> 401 IncorrectPasswordError, nothing submitted", not d, d)
+
+    # 5. v2 settlements: cutoffAt required.
+    r, recs, created = post(v2, dict(base, externalId="accept-v2-nocutoff"))
+    ctx.check(g, "v2 settlement without cutoffAt -> 4xx, no creation", 400 <= r.status < 500 and created == 0,
+              f"got {r.short()}; {created} creations")
+    if not ctx.quick:
+        body4 = dict(base, externalId="accept-v2-1", cutoffAt="2026-01-26T00:31:26+0000")
+        r, recs, created = post(v2, body4)
+        subs = _settlement_posts(recs, v2)
+        sent = _json_or_none(subs[0].body) if subs else None
+        st4 = stored("accept-v2-1")
+        d = diff_body(r, 201, [("settlement", st4[1] if st4 else "<none created>")])
+        if not d and (created != 1 or not isinstance(sent, dict) or sent.get("cutoffAt") != body4["cutoffAt"]):
+            d = f"{created} creations; submitted {subs[0].body[:300] if subs else None!r}"
+        ctx.check(g, "v2 settlement with cutoffAt: signed (payload covers cutoffAt) and created", not d, d)
+        if isinstance(sent, dict):
+            net.signed.append(sent.get("signature"))
+            net.payloads.append(sent.get("payload"))
+
+        # Concurrent identical requests: one creation, one settlement.
+        body5 = dict(base, externalId="accept-concurrent-1")
+        creates0 = fn.creates
+        answers = [None] * 4
+
+        def go(i):
+            answers[i] = s.request("POST", v1, json.dumps(body5))
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        st5 = stored("accept-concurrent-1")
+        ids = {a.obj.get("settlement", {}).get("id") if isinstance(a.obj, dict) else None for a in answers}
+        ok = fn.creates - creates0 == 1 and all(a.status in (200, 201) for a in answers) and st5 and ids == {st5[1]["id"]}
+        ctx.check(g, "4 concurrent identical settlements: one creation, all answered with it", ok,
+                  f"{fn.creates - creates0} creations; answers {[a.short(120) for a in answers]}")
+        with fn.lock:
+            net.signed.extend(o["signature"] for (e, x), (o, _) in fn.settlements.items() if x == "accept-concurrent-1")
+
+        # An upstream 5xx leaves the request pending: the retry re-sends the very same signed bytes.
+        body6 = dict(base, externalId="accept-retry-1")
+        fake.inject(503, '{"error":"try again later"}', path_is=v1)
+        r1, recs1, created1 = post(v1, body6)
+        fake.clear_faults()
+        r2, recs2, created2 = post(v1, body6)
+        subs = _settlement_posts(recs1, v1) + _settlement_posts(recs2, v1)
+        st6 = stored("accept-retry-1")
+        d = ""
+        if r1.status != 503:
+            d = f"first answer {r1.short(200)}, want the upstream 503"
+        else:
+            d = diff_body(r2, 201, [("settlement", st6[1] if st6 else "<none created>")])
+        if not d and (len(subs) != 2 or subs[0].body != subs[1].body or created1 + created2 != 1):
+            d = f"{len(subs)} POSTs, identical: {len(subs) == 2 and subs[0].body == subs[1].body}; {created1 + created2} creations"
+        ctx.check(g, "upstream 503, then retry: the same signed bytes re-sent, one creation", not d, d)
+        if st6:
+            net.signed.append(st6[0]["signature"])
+            net.payloads.append(st6[0]["payload"])
+
+    # 6. Pre-signed settlements pass through byte-for-byte; the fake judges them.
+    priv = net.key["privateKeyHex"]
+
+    def presigned(external_id, nonce, amounts, key_hex):
+        fields = {"externalId": external_id, "nonce": nonce, "notes": "pre-signed \u2713 ✓", "settlementAmounts": amounts}
+        payload = FakeNetwork.canonical(eid, fields)
+        sig = btc_sign(payload.encode("utf-8"), key_hex)
+        return ('{\n  "externalId" : ' + json.dumps(external_id) + ',\t"nonce":' + json.dumps(nonce) + ',\r\n'
+                ' "notes": "pre-signed \\u2713 ✓",  "settlementAmounts": ' + json.dumps(amounts, indent=4) + ',\n'
+                ' "payload": ' + json.dumps(payload) + ', "signature" : "' + sig + '"\n}\n').encode("utf-8")
+
+    raw = presigned("accept-presigned-1", "1", NET_AMOUNTS, priv)
+    r, recs, created = post(v1, raw)
+    st6 = stored("accept-presigned-1")
+    d = diff_body(r, 201, [("settlement", st6[1] if st6 else "<none created>")])
+    if not d and (upstream_seq(recs) != [("POST", v1)] or recs[0].body != raw):
+        d = f"upstream {upstream_seq(recs)}; body identical: {bool(recs) and recs[-1].body == raw}"
+    if not d and (recs[0].headers.get("content-type") != "application/json" or recs[0].headers.get("enterprise-id") != eid):
+        d = f"upstream headers {recs[0].headers}"
+    ctx.check(g, "pre-signed settlement: byte-for-byte passthrough, no signing calls, created", not d, d)
+    r, recs, created = post(v1, raw)
+    d = diff_body(r, 200, [("settlement", st6[1] if st6 else "<none created>")])
+    if not d and (created or upstream_seq(recs) != [("POST", v1)] or recs[0].body != raw):
+        d = f"{created} creations; upstream {upstream_seq(recs)}"
+    ctx.check(g, "pre-signed replay: the fake's 200 with the existing settlement, relayed", not d, d)
+    if not ctx.quick:
+        r, recs, created = post(v1, presigned("accept-presigned-1", "2", {"x": {"BTC": "1"}}, priv))
+        d = diff_body(r, 409, [("error", "settlement accept-presigned-1 exists with other content"),
+                               ("name", "ApiResponseError"),
+                               ("message", "settlement accept-presigned-1 exists with other content")] + VERSIONS)
+        ctx.check(g, "pre-signed, same externalId, other content: the fake's 409 relayed, no creation",
+                  not d and created == 0, d or f"{created} creations")
+        forged = presigned("accept-presigned-2", "1", NET_AMOUNTS, ctx.meta_keys["root1"]["privateKeyHex"])
+        r, recs, created = post(v1, forged)
+        d = diff_body(r, 400, [("error", "invalid signature"), ("name", "ApiResponseError"),
+                               ("message", "invalid signature")] + VERSIONS)
+        ctx.check(g, "pre-signed with another key's signature: the fake's 400 invalid signature relayed", not d and created == 0,
+                  d or f"{created} creations")
+
+
+def _audit_verify(ctx, args, cwd=None):
+    p = subprocess.run([ctx.binary, "audit", "verify"] + [str(a) for a in args], capture_output=True, timeout=30,
+                       env=clean_env(), stdin=subprocess.DEVNULL, cwd=cwd)
+    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+
+def group_audit(ctx, net):
+    g = "audit"
+    s, v = net.s, net.vector
+    # One signPayload with the legacy token: every signature is audited, the token never is.
+    r = s.sign(v["rawBody"], token=LEGACY_TOKEN)
+    ok = not sign_body_problems(r, v)
+    ctx.check(g, "signPayload on the network instance (legacy token) signs the vector", ok, r.short())
+    if ok:
+        net.signed.append(v["signature"])
+    log = net.state / "audit.log"
+    if not ctx.check(g, f"{log} exists", log.is_file(), f"state dir holds {sorted(os.listdir(net.state)) if net.state.is_dir() else 'nothing'}"):
+        return
+    mode = log.stat().st_mode & 0o777
+    ctx.check(g, "audit.log has mode 0600", mode == 0o600, f"mode {oct(mode)}")
+    data = log.read_bytes()
+    rc, out = _audit_verify(ctx, [log])
+    lines = data.count(b"\n")
+    ok = rc == 0 and re.search(rf"\bok: {lines} records\b", out) is not None
+    ctx.check(g, f"ofc-signer audit verify <state-dir>/audit.log -> exit 0, ok: {lines} records", ok, f"rc={rc} output={out[-400:]!r}")
+    recorded = set()
+    for line in data.splitlines():
+        obj = _json_or_none(line)
+        if isinstance(obj, dict) and isinstance(obj.get("signature"), str):
+            recorded.add(obj["signature"])
+    missing = [x for x in net.signed if x not in recorded]
+    ctx.check(g, f"every signature ofc-signer produced ({len(net.signed)}) is in the log", not missing, f"missing {missing}")
+    secrets_ = {"access token (v2)": HMAC_TOKEN, "access token (legacy)": LEGACY_TOKEN,
+                "wallet passphrase": net.passphrase, "wrong passphrase": WRONG_PASSPHRASE,
+                "settlement payload marker": SETTLEMENT_MARKER}
+    for i, p in enumerate(net.payloads):
+        secrets_[f"settlement payload {i + 1}"] = p
+    found = [name for name, text in secrets_.items() if any(f in data for f in _secret_forms(text))]
+    ctx.check(g, "no access token, passphrase or payload text in the log", not found, f"found {found}")
+
+    # One changed byte in the middle -> exit 1 naming the broken line.
+    pos = len(data) // 2
+    while pos < len(data) and (data[pos] in b"\n" or data[pos] >= 0x80):
+        pos += 1
+    if pos < len(data):
+        orig = data[pos]
+        new = ord("0") if orig != ord("0") else ord("1")
+        tampered = data[:pos] + bytes([new]) + data[pos + 1:]
+        bad = Path(ctx.workdir.name) / "audit-tampered.log"
+        bad.write_bytes(tampered)
+        line_no = data[:pos].count(b"\n") + 1
+        rc, out = _audit_verify(ctx, [bad])
+        ok = rc == 1 and re.search(rf"\bline {line_no}\b", out) is not None
+        ctx.check(g, f"one byte changed (offset {pos}, line {line_no} of {lines}) -> exit 1 naming line {line_no}", ok,
+                  f"rc={rc} output={out[-400:]!r}")
+    rc, out = _audit_verify(ctx, [Path(ctx.workdir.name) / "no-such-audit.log"])
+    ctx.check(g, "unreadable log -> exit 2", rc == 2, f"rc={rc} output={out[-300:]!r}")
+
+    if ctx.quick:
+        return
+    # The documented default: ./ofc-signer-state/port-<port>/audit.log (`--help`, OFC_SIGNER_STATE_DIR),
+    # and `audit verify` without FILE finds it from the same directory.
+    d = ctx.start(net.fake.root_uri, "net-default", {f"WALLET_{net.wallet}_PASSPHRASE": net.passphrase})
+    if d is None:
+        return
+    r = d.sign(v["rawBody"])
+    default_log = Path(d.tmp.name) / "ofc-signer-state" / f"port-{d.port}" / "audit.log"
+    ok = not sign_body_problems(r, v) and default_log.is_file()
+    ctx.check(g, "without --state-dir the log is ./ofc-signer-state/port-<port>/audit.log", ok,
+              f"sign: {r.short(150)}; files: {[str(p.relative_to(d.tmp.name)) for p in Path(d.tmp.name).rglob('*')]}")
+    rc, out = _audit_verify(ctx, [], cwd=d.tmp.name)
+    ctx.check(g, "ofc-signer audit verify (no FILE) from that directory -> exit 0, ok: 1 records",
+              rc == 0 and re.search(r"\bok: 1 records\b", out) is not None, f"rc={rc} output={out[-300:]!r}")
+
+
 def group_all_upstream_auth(ctx):
     recs = [r for f in ctx.fakes for r in f.since(0) if not r.waived]
     bad = auth_problems(recs)
@@ -1877,6 +2595,11 @@ def main():
             ctx.run(group_upstream_errors, sa, fake1)
             ctx.run(group_signing_paths, sa, fake1, sb, sd, fake2)
             ctx.run(group_auth, sa, fake1)
+        net = ctx.run(setup_network)
+        if net is not None:
+            ctx.run(group_proxy, net)
+            ctx.run(group_network, net)
+            ctx.run(group_audit, net)
         ctx.run(group_unreachable)
         ctx.run(group_all_upstream_auth)
         if sm is not None:

@@ -2089,7 +2089,7 @@ def setup_network(ctx):
     state = Path(ctx.workdir.name) / "net-state"
     fake.net.audit_path = state / "audit.log"
     s = ctx.start(fake.root_uri, "net", {f"WALLET_{v['walletId']}_PASSPHRASE": v["walletPassphrase"]},
-                  extra_args=["--state-dir", state])
+                  extra_args=["--state-dir", state, "--trading-account", f"{NET_ENTERPRISE}={v['walletId']}"])
     if s is None:
         return None
     return types.SimpleNamespace(s=s, fake=fake, net=fake.net, state=state, vector=v, key=key,
@@ -2370,6 +2370,21 @@ def group_network(ctx, net):
         d = "passphrase echoed"
     ctx.check(g, "wrong body walletPassphrase -> 401 IncorrectPasswordError, nothing submitted", not d, d)
 
+    # README: --trading-account <enterpriseId>=<walletId> names the account when the body does not.
+    body8 = {k: val for k, val in base.items() if k != "walletId"}
+    body8["externalId"] = "accept-default-account-1"
+    r, recs, created = post(v1, body8)
+    st8 = stored("accept-default-account-1")
+    d = diff_body(r, 201, [("settlement", st8[1] if st8 else "<none created>")])
+    ctx.check(g, "no walletId: --trading-account E1=<wallet> signs it, created", not d and created == 1, d or f"{created} creations")
+    if st8:
+        net.signed.append(st8[0]["signature"])
+        net.payloads.append(st8[0]["payload"])
+    other_path = "/api/network/v1/enterprises/E9/partners/settlements"
+    r, recs, created = post(other_path, body8)
+    ctx.check(g, "no walletId and no --trading-account for E9 -> 4xx, nothing submitted",
+              400 <= r.status < 500 and not _settlement_posts(recs, other_path), f"got {r.short(200)}; upstream {upstream_seq(recs)}")
+
     # 5. v2 settlements: cutoffAt required.
     r, recs, created = post(v2, dict(base, externalId="accept-v2-nocutoff"))
     ctx.check(g, "v2 settlement without cutoffAt -> 4xx, no creation", 400 <= r.status < 500 and created == 0,
@@ -2428,6 +2443,20 @@ def group_network(ctx, net):
         if st6:
             net.signed.append(st6[0]["signature"])
             net.payloads.append(st6[0]["payload"])
+
+        # README: a definitive 4xx rejection is forgotten, so the request can be sent again.
+        body7 = dict(base, externalId="accept-rejected-1")
+        fake.inject(400, '{"error":"rejected for now"}', path_is=v1)
+        r1, recs1, created1 = post(v1, body7)
+        fake.clear_faults()
+        r2, recs2, created2 = post(v1, body7)
+        st7 = stored("accept-rejected-1")
+        d = "" if r1.status == 400 else f"first answer {r1.short(200)}, want the upstream 400"
+        d = d or diff_body(r2, 201, [("settlement", st7[1] if st7 else "<none created>")])
+        ctx.check(g, "upstream 400, then the same request: sent again and created", not d, d)
+        if st7:
+            net.signed.append(st7[0]["signature"])
+            net.payloads.append(st7[0]["payload"])
 
     # 6. Pre-signed settlements pass through byte-for-byte; the fake judges them.
     priv = net.key["privateKeyHex"]

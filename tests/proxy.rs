@@ -99,7 +99,7 @@ async fn bodies_go_up_byte_for_byte_and_answers_come_back_reserialised() {
 async fn urls_per_route() {
     let setup = proxied().await;
     let cases = [
-        ("/api/v2/user//me?x=a//b", "/api/v2/user/me?x=a/b"),
+        ("/api/v2/user//me?x=a//b", "/api/v2/user/me?x=a//b"),
         (
             "/api/v2/user/a%2Fb?x=%20&y=%2F",
             "/api/v2/user/a/b?x=%20&y=%2F",

@@ -112,12 +112,14 @@ fn connections_route(method: &Method, path: &str) -> Option<String> {
 /// The route table in Express's match order (spec §5.1), for a request that is not a local route.
 /// `original` is the request target as received (path and query).
 pub fn plan(method: &Method, original: &str, disable_proxy: bool) -> Result<ProxyPlan, NotProxied> {
-    // Express collapses `//` in req.url (path and query) before routing; originalUrl stays raw.
-    let url = routes::collapse_double_slashes(original);
-    let (path, query) = match url.split_once('?') {
+    // Express collapses `//` in req.url before routing; originalUrl stays raw. The query is
+    // forwarded byte for byte as received (spec §11.12), so only the path is collapsed.
+    let (raw_path, query) = match original.split_once('?') {
         Some((path, query)) => (path, Some(query)),
-        None => (url.as_str(), None),
+        None => (original, None),
     };
+    let url = routes::collapse_double_slashes(raw_path);
+    let path = url.as_str();
     let search = query
         .filter(|q| !q.is_empty())
         .map(|q| format!("?{q}"))
@@ -330,10 +332,10 @@ mod tests {
 
     #[test]
     fn routes_3_5_6_rebuild_the_url_like_express() {
-        // Observed by the spec (§5.1).
+        // Observed by the spec (§5.1), except that the query is kept as received (§11.12).
         assert_eq!(
             path(Method::GET, "/api/v2/user//me?x=a//b"),
-            "/api/v2/user/me?x=a/b"
+            "/api/v2/user/me?x=a//b"
         );
         assert_eq!(
             path(Method::GET, "/api/v2/user/a%2Fb?x=%20&y=%2F"),

@@ -14,11 +14,13 @@ use crate::error::ApiError;
 /// The header that carries the signer token in every mode.
 pub const SIGNER_TOKEN_HEADER: &str = "x-signer-token";
 
-/// What a connection proved at the TLS layer, attached to each of its requests.
+/// What is known about a request's connection, attached to each of its requests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnectionInfo {
     /// The client presented a certificate that verified against the client CA.
     pub client_certificate: bool,
+    /// The client is on this host: a loopback address or the Unix socket.
+    pub loopback: bool,
 }
 
 /// The checks, prepared once.
@@ -186,7 +188,8 @@ mod tests {
             auth.check_request(
                 &HeaderMap::new(),
                 ConnectionInfo {
-                    client_certificate: true
+                    client_certificate: true,
+                    loopback: false,
                 }
             )
             .is_ok()

@@ -253,6 +253,28 @@ pub struct Cli {
     /// comma separated).
     #[arg(long = "trading-account", value_name = "ENTERPRISE=WALLET")]
     pub trading_accounts: Vec<String>,
+    /// Unlocked keys unused for this many seconds are dropped; 0 disables the key cache (every
+    /// request derives its key, as Express does). OFC_SIGNER_KEY_CACHE_TTL; default 900.
+    #[arg(long = "key-cache-ttl", value_name = "SECONDS")]
+    pub key_cache_ttl: Option<u64>,
+    /// At most this many unlocked keys are held (OFC_SIGNER_KEY_CACHE_SIZE; default 1024).
+    #[arg(long = "key-cache-size")]
+    pub key_cache_size: Option<usize>,
+    /// Wallet and keychain documents are reused for this many seconds per access token;
+    /// 0 disables (OFC_SIGNER_METADATA_CACHE_TTL; default 10).
+    #[arg(long = "metadata-cache-ttl", value_name = "SECONDS")]
+    pub metadata_cache_ttl: Option<u64>,
+    /// Log line format: text or json (OFC_SIGNER_LOG_FORMAT; default text).
+    #[arg(long = "log-format", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Connections served at once; more wait to be accepted (OFC_SIGNER_MAX_CONNECTIONS;
+    /// default 10000).
+    #[arg(long = "max-connections")]
+    pub max_connections: Option<usize>,
+    /// Serve /metrics and the health routes to loopback clients only
+    /// (OFC_SIGNER_ADMIN_LOOPBACK_ONLY).
+    #[arg(long = "admin-loopback-only")]
+    pub admin_loopback_only: bool,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -390,8 +412,40 @@ pub struct Config {
     pub keep_alive_timeout: Option<Duration>,
     pub headers_timeout: Option<Duration>,
     pub demo: bool,
+    pub operations: Operations,
     /// Warnings to print at startup (deprecated variables, env switched to custom, …).
     pub warnings: Vec<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// ofc-signer's operational settings (none of them is Express's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operations {
+    pub key_cache: crate::keys::unlocked::KeyCacheSettings,
+    /// Wallet and keychain documents per access token (zero: off).
+    pub metadata_cache_ttl: Duration,
+    pub log_format: LogFormat,
+    pub max_connections: usize,
+    pub admin_loopback_only: bool,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            key_cache: Default::default(),
+            metadata_cache_ttl: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            max_connections: 10_000,
+            admin_loopback_only: false,
+        }
+    }
 }
 
 /// Where the TLS certificate and key come from.
@@ -752,6 +806,42 @@ impl Config {
                 }
             }
         }
+        let defaults = Operations::default();
+        let operations = Operations {
+            key_cache: crate::keys::unlocked::KeyCacheSettings {
+                idle_ttl: cli
+                    .key_cache_ttl
+                    .or_else(|| env_number(env, "OFC_SIGNER_KEY_CACHE_TTL", w))
+                    .map_or(defaults.key_cache.idle_ttl, Duration::from_secs),
+                capacity: cli
+                    .key_cache_size
+                    .or_else(|| env_number(env, "OFC_SIGNER_KEY_CACHE_SIZE", w))
+                    .unwrap_or(defaults.key_cache.capacity),
+            },
+            metadata_cache_ttl: cli
+                .metadata_cache_ttl
+                .or_else(|| env_number(env, "OFC_SIGNER_METADATA_CACHE_TTL", w))
+                .map_or(defaults.metadata_cache_ttl, Duration::from_secs),
+            log_format: match cli.log_format {
+                Some(format) => format,
+                None => match env.read("OFC_SIGNER_LOG_FORMAT", &[], w).as_deref() {
+                    None | Some("text") => LogFormat::Text,
+                    Some("json") => LogFormat::Json,
+                    Some(other) => {
+                        return Err(fatal(format!(
+                            "invalid OFC_SIGNER_LOG_FORMAT {other:?}: expected text or json"
+                        )));
+                    }
+                },
+            },
+            max_connections: cli
+                .max_connections
+                .or_else(|| env_number(env, "OFC_SIGNER_MAX_CONNECTIONS", w))
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            admin_loopback_only: cli.admin_loopback_only
+                || env_flag(env, "OFC_SIGNER_ADMIN_LOOPBACK_ONLY", &[], w),
+        };
         let signer_auth = SignerAuth {
             token: auth_token,
             client_ca,
@@ -793,6 +883,7 @@ impl Config {
             keep_alive_timeout,
             headers_timeout,
             demo: cli.demo,
+            operations,
             warnings,
         })
     }

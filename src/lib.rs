@@ -6,15 +6,20 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`config`] | Express-compatible CLI flags and `BITGO_*` variables; startup checks |
-//! | [`server`] | shared state, request pipeline, accept loop, graceful shutdown |
-//! | [`routes`] | one file per route family: [`routes::sign_payload`], [`routes::local`] |
+//! | [`config`] | Express-compatible CLI flags and `BITGO_*` variables; ofc-signer's own options; startup checks |
+//! | [`server`] | shared state, request pipeline, admin routes, accept loop, graceful shutdown |
+//! | [`routes`] | one file per route family: [`routes::sign_payload`], [`routes::local`], [`routes::proxy`], [`routes::network`] |
 //! | [`error`] | the one error type and the one renderer of Express's error body |
-//! | [`upstream`] | the BitGo API client: [`upstream::hmac`] (auth v2/v3), [`upstream::client`] |
-//! | [`keys`] | key envelopes ([`keys::envelope`]), extended keys ([`keys::xprv`]), passphrases, KDF pool |
+//! | [`auth`], [`tls`] | signer authentication (token, mutual TLS, wallet allowlist); rustls configurations |
+//! | [`upstream`] | the BitGo API client: [`upstream::hmac`] (auth v2/v3), [`upstream::client`], [`upstream::metadata_cache`], forward mode's [`upstream::external_signer`] |
+//! | [`keys`] | key envelopes ([`keys::envelope`]), extended keys ([`keys::xprv`]), passphrases, KDF pool, unlocked keys ([`keys::unlocked`]), signer key file ([`keys::keystore`]) |
+//! | [`network_crypto`] | Go Network connection-key encryption (RSA-OAEP + AES-GCM) |
+//! | [`store`] | durable state: idempotency store and hash-chained audit log |
+//! | [`metrics`] | Prometheus counters and histograms for `GET /metrics` |
 //! | [`js_json`] | pure: V8-exact `JSON.parse` → `JSON.stringify` (payload canonicalisation) |
 //! | [`message_sign`] | pure: Bitcoin signed-message digest and compact recoverable signature |
-//! | [`sandbox`] | an in-process fake BitGo API for `--demo`, tests and benchmarks |
+//! | [`tools`] | the subcommands (`fetch-keys`, `encrypt`, `decrypt`, `sign`, `verify`, `audit`, `sandbox`) |
+//! | [`sandbox`] | an in-process fake BitGo API (with a Go Network) for `--demo`, tests and benchmarks |
 //!
 //! The core ([`js_json`], [`message_sign`], [`keys::envelope`], [`keys::xprv`],
 //! [`upstream::hmac`]) does no I/O and knows nothing about HTTP; the edges know nothing about
@@ -28,6 +33,7 @@ pub mod error;
 pub mod js_json;
 pub mod keys;
 pub mod message_sign;
+pub mod metrics;
 pub mod network_crypto;
 pub mod routes;
 pub mod sandbox;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use ofc_signer::config::Mode;
 use ofc_signer::config::{Cli, Config, Env};
+use ofc_signer::config::{LogFormat, Mode};
 use ofc_signer::sandbox::{
     self, DEMO_ENTERPRISE_ID, DEMO_HMAC_TOKEN, DEMO_PASSPHRASE, DEMO_V2_WALLET_ID, DOCS_TOKEN,
     DOCS_WALLET_ID,
@@ -153,6 +153,7 @@ fn init_logging(config: &Config) -> Result<(), String> {
     };
     let filter =
         EnvFilter::try_from_env("OFC_SIGNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = config.operations.log_format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -163,11 +164,16 @@ fn init_logging(config: &Config) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            builder
+            let builder = builder
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+                .with_writer(std::sync::Mutex::new(file));
+            if json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
         }
+        None if json => builder.json().with_writer(std::io::stderr).init(),
         None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())

@@ -6,12 +6,12 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -27,13 +28,16 @@ use crate::config::{Config, Env, Mode};
 use crate::error::{ApiError, Secrets, json_response};
 use crate::js_json::{JsObject, JsValue};
 use crate::keys::keystore::KeyStore;
+use crate::keys::unlocked::KeyCache;
 use crate::keys::{KdfPool, WalletPassphrases};
+use crate::metrics::{Metrics, Refusal};
 use crate::routes::{self, Route};
 use crate::store;
 use crate::store::audit::{AuditLog, AuditRecord, FileAuditLog};
 use crate::store::idempotency::{IdempotencyStore, RedbStore};
 use crate::upstream::client::{ClientSettings, Clock, SystemClock, UpstreamClient};
 use crate::upstream::external_signer::ExternalSigner;
+use crate::upstream::metadata_cache::MetadataCache;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
@@ -52,13 +56,31 @@ pub enum Signing {
     Forward(ExternalSigner),
 }
 
-/// Outcome counters: signatures made, failures, and refusals (authentication / allowlist),
-/// which are counted apart from failures.
+/// Where the instance is in its life: readiness for `/ofc-signer/ready`.
 #[derive(Debug, Default)]
-pub struct Counters {
-    pub signatures: AtomicU64,
-    pub failures: AtomicU64,
-    pub refusals: AtomicU64,
+pub struct Lifecycle {
+    /// Startup work is done (signer mode: the environment's keys are unlocked).
+    started: AtomicBool,
+    /// Shutdown has begun: in-flight requests finish, nothing new should be sent here.
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn mark_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
 }
 
 /// Everything a request handler needs; shared by all requests.
@@ -69,7 +91,12 @@ pub struct AppState {
     pub kdf: KdfPool,
     pub signing: Signing,
     pub auth: ClientAuth,
-    pub counters: Counters,
+    pub metrics: Arc<Metrics>,
+    /// Normal mode's unlocked keys.
+    pub key_cache: Arc<KeyCache>,
+    /// Normal mode's wallet and keychain documents, per token.
+    pub metadata: MetadataCache,
+    pub lifecycle: Lifecycle,
     /// Every signature produced is recorded here before it leaves.
     pub audit_log: Arc<dyn AuditLog>,
     /// Sign-and-forward requests (normal and forward modes).
@@ -105,6 +132,11 @@ impl AppState {
 
     /// As [`AppState::new`], with an injected clock (tests replaying recorded exchanges).
     pub fn with_clock(config: Config, env: &Env, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::new(match &config.mode {
+            Mode::Normal => "normal",
+            Mode::Signer { .. } => "signer",
+            Mode::ExternalSigner(_) => "forward",
+        }));
         let upstream = UpstreamClient::new(ClientSettings {
             base_url: config.environment.base_url.clone(),
             auth_version: config.auth_version,
@@ -116,7 +148,8 @@ impl AppState {
                 .get("BITGO_USE_PROXY")
                 .filter(|p| !p.is_empty())
                 .map(str::to_string),
-        })?;
+        })?
+        .with_metrics(metrics.clone());
         // Argon2id at the SDK's defaults holds 64 MiB per derivation: bound the concurrency.
         let kdf_permits = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -157,6 +190,8 @@ impl AppState {
                     .map_err(|e| e.to_string())?,
             )),
         };
+        let key_cache = Arc::new(KeyCache::new(config.operations.key_cache));
+        let metadata = MetadataCache::new(config.operations.metadata_cache_ttl);
         Ok(AppState {
             config: Arc::new(config),
             upstream,
@@ -164,7 +199,10 @@ impl AppState {
             kdf,
             signing,
             auth,
-            counters: Counters::default(),
+            metrics,
+            key_cache,
+            metadata,
+            lifecycle: Lifecycle::default(),
             audit_log,
             idempotency,
             key_locks: Default::default(),
@@ -193,8 +231,13 @@ impl AppState {
             outcome: entry.outcome.clone(),
         };
         let log = self.audit_log.clone();
-        match tokio::task::spawn_blocking(move || log.append(&record)).await {
-            Ok(Ok(())) => Ok(()),
+        let appended = tokio::task::spawn_blocking(move || log.append(&record)).await;
+        self.metrics.audit(matches!(appended, Ok(Ok(()))));
+        match appended {
+            Ok(Ok(())) => {
+                self.metrics.signature(&entry.wallet_id, &entry.outcome);
+                Ok(())
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "audit log append failed: withholding the signature");
                 Err(audit_unavailable())
@@ -203,14 +246,35 @@ impl AppState {
         }
     }
 
-    /// Background work of signer mode: unlock the keys whose passphrase is in the environment
-    /// (requests meanwhile wait for, or do, the one derivation per key), and watch the key file.
-    pub fn start_background_tasks(&self) {
+    /// Ready to sign: started, not shutting down, and the audit log and state directory
+    /// writable. Returns what is not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.lifecycle.draining() {
+            return Err("shutting down");
+        }
+        if !self.lifecycle.started() {
+            return Err("starting");
+        }
+        if !self.audit_log.healthy() {
+            return Err("the audit log cannot be written");
+        }
+        if !store::probe_writable(&self.config.state_dir) {
+            return Err("the state directory is not writable");
+        }
+        Ok(())
+    }
+
+    /// Background work: the key cache's sweeper; in signer mode, unlocking the keys whose
+    /// passphrase is in the environment (requests meanwhile wait for, or do, the one derivation
+    /// per key; the instance is ready after it) and watching the key file.
+    pub fn start_background_tasks(self: &Arc<Self>) {
+        self.key_cache.start_sweeper();
         if let (Signing::KeyFile(store), Mode::Signer { poll_interval, .. }) =
             (&self.signing, &self.config.mode)
         {
             let store = store.clone();
             let poll_interval = *poll_interval;
+            let state = Arc::downgrade(self);
             tokio::spawn(async move {
                 let (unlocked, failed) = store.unlock_from_environment().await;
                 tracing::info!(
@@ -219,8 +283,13 @@ impl AppState {
                     failed,
                     "signer keys unlocked from the environment"
                 );
+                if let Some(state) = state.upgrade() {
+                    state.lifecycle.mark_started();
+                }
                 store.watch(poll_interval);
             });
+        } else {
+            self.lifecycle.mark_started();
         }
     }
 }
@@ -259,15 +328,25 @@ impl Prepared {
         drain: Duration,
     ) {
         self.state.start_background_tasks();
+        let state = self.state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            state.lifecycle.mark_draining();
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        };
         serve_listener(
             listener,
             self.tls,
-            router(self.state),
+            router(self.state.clone()),
             self.settings,
+            self.state.metrics.clone(),
             shutdown,
             drain,
         )
         .await;
+        // Everything acknowledged is already durable (each record and store write is synced
+        // before its response); this flushes nothing new but says so.
+        tracing::info!("stopped");
     }
 }
 
@@ -291,12 +370,21 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The request pipeline: authenticate the client, resolve the route, decode the body, run the
 /// handler, render any error with the request's secrets redacted — all within the configured
 /// request timeout (`connect-timeout`: 503 `Response timeout`).
-async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn dispatch(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
     let started = Instant::now();
+    let _in_flight = state.metrics.in_flight();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    // One id for the access log, the audit record and the response: the client's `Request-ID`
+    // when it sent a usable one.
+    let request_id = routes::request_id(request.headers());
+    let request_id_header = HeaderValue::from_str(&request_id).ok();
+    if let Some(value) = &request_id_header {
+        request.headers_mut().insert(REQUEST_ID, value.clone());
+    }
+    let route = routes::resolve(&method, &path);
     let timeout = state.config.timeout;
-    let response = match tokio::time::timeout(timeout, serve(&state, request)).await {
+    let mut response = match tokio::time::timeout(timeout, serve(&state, route, request)).await {
         Ok(response) => response,
         Err(_) => ApiError::body_parser(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -306,36 +394,58 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         .with_code("ETIMEDOUT")
         .into_response(),
     };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let label = match route {
+        Route::Proxy if path.starts_with("/api/network/") => "network",
+        _ => route.label(),
+    };
+    state.metrics.request(label, status, elapsed);
     tracing::info!(
         target: "access",
         %method,
         path = %path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = %request_id,
     );
+    if let Some(value) = request_id_header {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     response
 }
 
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("request-id");
+
 /// A refusal (401/403): counted apart from failures.
-fn refuse(state: &AppState, error: ApiError) -> Response {
-    state.counters.refusals.fetch_add(1, Ordering::Relaxed);
+fn refuse(state: &AppState, reason: Refusal, error: ApiError) -> Response {
+    state.metrics.refusal(reason);
     error.render(&Secrets::default())
 }
 
-async fn serve(state: &AppState, request: Request) -> Response {
+async fn serve(state: &AppState, route: Route, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let signer_mode = matches!(state.signing, Signing::KeyFile(_));
-    let route = routes::resolve(&parts.method, parts.uri.path());
-    if route == Route::Health {
-        return health(state);
-    }
     let connection = parts
         .extensions
         .get::<ConnectionInfo>()
         .copied()
         .unwrap_or_default();
+    if route.is_admin() {
+        if state.config.operations.admin_loopback_only && !connection.loopback {
+            return refuse(
+                state,
+                Refusal::Admin,
+                ApiError::api_response(
+                    StatusCode::FORBIDDEN,
+                    "this route is served to local clients only",
+                ),
+            );
+        }
+        return admin(state, route);
+    }
     if let Err(refusal) = state.auth.check_request(&parts.headers, connection) {
-        return refuse(state, refusal);
+        return refuse(state, Refusal::Authentication, refusal);
     }
     match route {
         Route::SignPayload => {
@@ -346,7 +456,7 @@ async fn serve(state: &AppState, request: Request) -> Response {
             if let Some(wallet_id) = body.value.get("walletId").and_then(JsValue::as_str)
                 && let Err(refusal) = state.auth.check_wallet(wallet_id)
             {
-                return refuse(state, refusal);
+                return refuse(state, Refusal::Wallet, refusal);
             }
             let result = match &state.signing {
                 Signing::Upstream => routes::sign_payload::handle(state, &parts, &mut body).await,
@@ -357,13 +467,22 @@ async fn serve(state: &AppState, request: Request) -> Response {
                     routes::sign_payload::handle_forward(signer, &body).await
                 }
             };
-            let counter = if result.is_ok() {
-                &state.counters.signatures
-            } else {
-                &state.counters.failures
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            result.unwrap_or_else(|error| error.render(&body.secrets))
+            match result {
+                Ok(response) => {
+                    // Forward mode: the signer behind made (and audited) the signature.
+                    if let Signing::Forward(_) = state.signing {
+                        let wallet = body.value.get("walletId").and_then(JsValue::as_str);
+                        state
+                            .metrics
+                            .signature(wallet.unwrap_or_default(), "forwarded");
+                    }
+                    response
+                }
+                Err(error) => {
+                    state.metrics.sign_failure(error.status.as_u16());
+                    error.render(&body.secrets)
+                }
+            }
         }
         // Signer mode serves nothing else (Express: its default 404).
         _ if signer_mode => ApiError::api_response(
@@ -386,9 +505,43 @@ async fn serve(state: &AppState, request: Request) -> Response {
             };
             result.unwrap_or_else(|error| error.render(&body.secrets))
         }
-        Route::NotApi | Route::Proxy | Route::Health => {
-            routes::proxy::handle(state, parts, body).await
+        Route::NotApi | Route::Proxy => routes::proxy::handle(state, parts, body).await,
+        Route::Health | Route::Live | Route::Ready | Route::Metrics => admin(state, route),
+    }
+}
+
+/// ofc-signer's operational routes.
+fn admin(state: &AppState, route: Route) -> Response {
+    match route {
+        Route::Live => {
+            let mut body = JsObject::new();
+            body.insert("status", "ok");
+            json_response(StatusCode::OK, JsValue::Object(body).to_json())
         }
+        Route::Ready => {
+            let mut body = JsObject::new();
+            let status = match state.readiness() {
+                Ok(()) => {
+                    body.insert("status", "ready");
+                    StatusCode::OK
+                }
+                Err(reason) => {
+                    body.insert("status", "not ready");
+                    body.insert("reason", reason);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
+            json_response(status, JsValue::Object(body).to_json())
+        }
+        Route::Metrics => {
+            let mut response = state.metrics.render(state.key_cache.len()).into_response();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        _ => health(state),
     }
 }
 
@@ -405,10 +558,10 @@ fn health(state: &AppState) -> Response {
     if let Signing::KeyFile(store) = &state.signing {
         body.insert("wallets", store.len() as f64);
     }
-    let counter = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-    body.insert("signatures", counter(&state.counters.signatures));
-    body.insert("failures", counter(&state.counters.failures));
-    body.insert("refusals", counter(&state.counters.refusals));
+    let (signatures, failures, refusals) = state.metrics.totals();
+    body.insert("signatures", signatures as f64);
+    body.insert("failures", failures as f64);
+    body.insert("refusals", refusals as f64);
     body.insert("kdfRuns", state.kdf.runs() as f64);
     body.insert("version", env!("CARGO_PKG_VERSION"));
     json_response(StatusCode::OK, JsValue::Object(body).to_json())
@@ -419,6 +572,8 @@ fn health(state: &AppState) -> Response {
 pub struct ConnectionSettings {
     /// Idle keep-alive connections and slow request heads are cut after this long.
     pub header_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl ConnectionSettings {
@@ -430,6 +585,7 @@ impl ConnectionSettings {
         let headers = config.headers_timeout.unwrap_or(Duration::from_secs(60));
         ConnectionSettings {
             header_read_timeout: keep_alive.min(headers).max(Duration::from_millis(1)),
+            max_connections: config.operations.max_connections,
         }
     }
 }
@@ -490,10 +646,13 @@ pub async fn serve_listener(
     tls: Option<TlsAcceptor>,
     app: Router,
     settings: ConnectionSettings,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let listener = listener.into();
+    // At most this many connections are served at once; the next waits in the listen backlog.
+    let connection_slots = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -508,6 +667,11 @@ pub async fn serve_listener(
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = connection_slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
@@ -527,9 +691,11 @@ pub async fn serve_listener(
             graceful.watcher(),
             tls.clone(),
         );
+        let open = metrics.connection();
         tokio::spawn(async move {
+            let _held = (slot, open);
             match (stream, tls) {
-                (Accepted::Tcp(stream), Some(tls)) => {
+                (Accepted::Tcp(stream, loopback), Some(tls)) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
                     let Ok(Ok(stream)) = handshake else {
@@ -538,17 +704,24 @@ pub async fn serve_listener(
                     };
                     let info = ConnectionInfo {
                         client_certificate: stream.get_ref().1.peer_certificates().is_some(),
+                        loopback,
                     };
                     serve_connection(stream, info, app, &builder, watcher).await;
                 }
-                (Accepted::Tcp(stream), None) => {
-                    serve_connection(stream, ConnectionInfo::default(), app, &builder, watcher)
-                        .await;
+                (Accepted::Tcp(stream, loopback), None) => {
+                    let info = ConnectionInfo {
+                        client_certificate: false,
+                        loopback,
+                    };
+                    serve_connection(stream, info, app, &builder, watcher).await;
                 }
                 #[cfg(unix)]
                 (Accepted::Unix(stream), _) => {
-                    serve_connection(stream, ConnectionInfo::default(), app, &builder, watcher)
-                        .await;
+                    let info = ConnectionInfo {
+                        client_certificate: false,
+                        loopback: true,
+                    };
+                    serve_connection(stream, info, app, &builder, watcher).await;
                 }
             }
         });
@@ -569,7 +742,8 @@ impl From<TcpListener> for Listener {
 }
 
 enum Accepted {
-    Tcp(tokio::net::TcpStream),
+    /// The stream, and whether the peer is a loopback address.
+    Tcp(tokio::net::TcpStream, bool),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
@@ -577,9 +751,12 @@ enum Accepted {
 async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     match listener {
         Listener::Tcp(listener) => {
-            let (stream, _) = listener.accept().await?;
+            let (stream, peer) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(Accepted::Tcp(stream))
+            Ok(Accepted::Tcp(
+                stream,
+                peer.ip().to_canonical().is_loopback(),
+            ))
         }
         #[cfg(unix)]
         Listener::Unix(listener) => Ok(Accepted::Unix(listener.accept().await?.0)),

@@ -53,10 +53,10 @@ fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Keep draining after the test stops listening: a closed pipe would make the child's
+        // next `println!` fail (and the child exit) in the middle of the test.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
+            let _ = sender.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -573,6 +573,58 @@ fn concurrent_appends_stay_chained() {
     assert_eq!(audit::verify(&path).unwrap().records, 80);
 }
 
+#[test]
+fn concurrent_appends_share_syncs_and_all_land_in_order() {
+    // 32 threads append at once: every append returns only when its record is on disk, each
+    // record is there exactly once, and the chain verifies.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(AUDIT_FILE);
+    let log = Arc::new(FileAuditLog::open(&path).unwrap());
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32u64)
+        .map(|t| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for n in 0..25 {
+                    log.append(&record(1000 + t * 25 + n)).unwrap();
+                    // Acknowledged means on disk: the record is in the file now.
+                    let text = std::fs::read_to_string(log.path()).unwrap();
+                    assert!(text.contains(&format!("\"requestId\":\"req-{}\"", 1000 + t * 25 + n)));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    assert_eq!(audit::verify(&path).unwrap().records, 800);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for n in 1000..1800 {
+        let id = format!("\"requestId\":\"req-{n}\"");
+        assert_eq!(text.matches(&id).count(), 1, "record {n}");
+    }
+}
+
+/// On Linux, `/dev/full` accepts opens and fails every write with ENOSPC: a log on it cannot be
+/// appended to.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_refuses_this_and_every_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(AUDIT_FILE);
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let log = FileAuditLog::open(&path).unwrap();
+    assert!(log.healthy());
+    let first = log.append(&record(1)).unwrap_err();
+    assert!(
+        matches!(&first, AuditError::Io { op: "write", .. }),
+        "{first:?}"
+    );
+    assert!(!log.healthy());
+    assert_eq!(log.append(&record(2)).unwrap_err(), first);
+}
+
 #[cfg(unix)]
 #[test]
 fn audit_log_file_is_private() {

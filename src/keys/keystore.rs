@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::js_json::{self, JsValue};
 use crate::keys::envelope::{self, DecryptErrorKind};
+use crate::keys::unlocked::{KeySlot, PassphraseVerifier, UnlockedKey};
 use crate::keys::xprv::SigningKey;
 use crate::keys::{KdfPool, WalletPassphrases};
 
@@ -45,21 +44,8 @@ fn read_error(path: &Path, error: &std::io::Error) -> KeyFileError {
 pub struct KeyEntry {
     /// The file's value for this wallet (normally the envelope string).
     envelope: JsValue,
-    /// The unlocked key, once a passphrase has decrypted it. The async mutex also makes
-    /// concurrent requests for a locked key wait for one derivation instead of running N.
-    unlocked: tokio::sync::Mutex<Option<Arc<UnlockedKey>>>,
-}
-
-/// A decrypted key and the keyed hash of the passphrase that decrypted it.
-pub struct UnlockedKey {
-    key: SigningKey,
-    verifier: Zeroizing<[u8; 32]>,
-}
-
-impl UnlockedKey {
-    pub fn key(&self) -> &SigningKey {
-        &self.key
-    }
+    /// The key, once a passphrase has decrypted it (one derivation for concurrent requests).
+    slot: KeySlot,
 }
 
 /// The wallets of one version of the key file.
@@ -81,8 +67,7 @@ struct Fingerprint {
 pub struct KeyStore {
     path: PathBuf,
     current: RwLock<Arc<KeySet>>,
-    /// Per-process key of the passphrase verifiers (never leaves memory).
-    verifier_key: Zeroizing<[u8; 32]>,
+    verifier: PassphraseVerifier,
     passphrases: WalletPassphrases,
     kdf: KdfPool,
 }
@@ -134,7 +119,7 @@ impl KeyStore {
         let store = KeyStore {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(KeySet::default())),
-            verifier_key: Zeroizing::new(rand::random()),
+            verifier: PassphraseVerifier::default(),
             passphrases,
             kdf,
         };
@@ -172,7 +157,7 @@ impl KeyStore {
                     Some(existing) if existing.envelope == envelope => existing.clone(),
                     _ => Arc::new(KeyEntry {
                         envelope,
-                        unlocked: tokio::sync::Mutex::new(None),
+                        slot: KeySlot::default(),
                     }),
                 };
                 (wallet_id, entry)
@@ -249,13 +234,6 @@ impl KeyStore {
         (unlocked, failed)
     }
 
-    fn verifier(&self, passphrase: &str) -> Zeroizing<[u8; 32]> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.verifier_key[..])
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(passphrase.as_bytes());
-        Zeroizing::new(mac.finalize().into_bytes().into())
-    }
-
     /// Spec §1.5 steps 4–5 for `wallet_id` with `passphrase`: the key, unlocked (at most one
     /// derivation per wallet, then constant-time passphrase checks).
     pub async fn unlock(
@@ -276,30 +254,25 @@ impl KeyStore {
         entry: &KeyEntry,
         passphrase: &str,
     ) -> Result<Arc<UnlockedKey>, ApiError> {
-        let verifier = self.verifier(passphrase);
-        let mut unlocked = entry.unlocked.lock().await;
-        if let Some(key) = unlocked.as_ref() {
-            return if bool::from(key.verifier.ct_eq(&verifier[..])) {
-                Ok(key.clone())
-            } else {
-                // Only the passphrase that decrypted the envelope can (its AEAD tag would fail).
-                Err(ApiError::incorrect_passphrase())
+        let derive = || async {
+            let JsValue::String(envelope) = &entry.envelope else {
+                // A non-string entry fails the SDK's parameter check: not one of the 500
+                // messages.
+                return Err(ApiError::incorrect_passphrase());
             };
-        }
-        let JsValue::String(envelope) = &entry.envelope else {
-            // A non-string entry fails the SDK's parameter check: not one of the 500 messages.
-            return Err(ApiError::incorrect_passphrase());
+            let envelope = envelope.to_utf8_lossy().into_owned();
+            let passphrase = Zeroizing::new(passphrase.to_string());
+            let decrypted = self
+                .kdf
+                .run(move || envelope::decrypt(&passphrase, &envelope))
+                .await?;
+            let xprv = decrypted.map_err(signer_decrypt_error)?;
+            SigningKey::from_xprv(&xprv).map_err(|e| ApiError::internal(e.to_string()))
         };
-        let envelope = envelope.to_utf8_lossy().into_owned();
-        let passphrase = Zeroizing::new(passphrase.to_string());
-        let decrypted = self
-            .kdf
-            .run(move || envelope::decrypt(&passphrase, &envelope))
+        let (key, _) = entry
+            .slot
+            .unlock(self.verifier.tag(passphrase), derive)
             .await?;
-        let xprv = decrypted.map_err(signer_decrypt_error)?;
-        let key = SigningKey::from_xprv(&xprv).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = Arc::new(UnlockedKey { key, verifier });
-        *unlocked = Some(key.clone());
         Ok(key)
     }
 

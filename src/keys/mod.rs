@@ -1,9 +1,11 @@
 //! Where signing keys come from: encrypted envelopes ([`envelope`]), extended keys ([`xprv`]),
-//! the `WALLET_<walletId>_PASSPHRASE` variables ([`WalletPassphrases`]) and the bounded pool that
-//! runs the slow key-derivation functions off the async executor ([`KdfPool`]).
+//! the `WALLET_<walletId>_PASSPHRASE` variables ([`WalletPassphrases`]), the bounded pool that
+//! runs the slow key-derivation functions off the async executor ([`KdfPool`]) and the keys held
+//! unlocked so that they run once ([`unlocked`]).
 
 pub mod envelope;
 pub mod keystore;
+pub mod unlocked;
 pub mod xprv;
 
 use std::collections::HashMap;

@@ -40,6 +40,39 @@ pub enum Route {
     Proxy,
     /// `GET /ofc-signer/health`: ofc-signer's own status route.
     Health,
+    /// `GET /ofc-signer/live`: the process is serving.
+    Live,
+    /// `GET /ofc-signer/ready`: ready to sign (503 while starting or shutting down).
+    Ready,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+}
+
+impl Route {
+    /// ofc-signer's own operational routes (not Express's; no secrets, not authenticated).
+    pub fn is_admin(self) -> bool {
+        matches!(
+            self,
+            Route::Health | Route::Live | Route::Ready | Route::Metrics
+        )
+    }
+
+    /// The `route` label of the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::SignPayload => "sign_payload",
+            Route::Ping => "ping",
+            Route::PingExpress => "ping_express",
+            Route::Encrypt => "encrypt",
+            Route::Decrypt => "decrypt",
+            Route::NotApi => "not_api",
+            Route::Proxy => "proxy",
+            Route::Health => "health",
+            Route::Live => "live",
+            Route::Ready => "ready",
+            Route::Metrics => "metrics",
+        }
+    }
 }
 
 /// Express's URL normalisation: every `//` becomes `/` in one left-to-right pass.
@@ -68,6 +101,9 @@ pub fn resolve(method: &Method, path: &str) -> Route {
         (&Method::POST, "/api/v1/encrypt" | "/api/v2/encrypt") => Some(Route::Encrypt),
         (&Method::POST, "/api/v1/decrypt" | "/api/v2/decrypt") => Some(Route::Decrypt),
         (&Method::GET, "/ofc-signer/health") => Some(Route::Health),
+        (&Method::GET, "/ofc-signer/live") => Some(Route::Live),
+        (&Method::GET, "/ofc-signer/ready") => Some(Route::Ready),
+        (&Method::GET, "/metrics") => Some(Route::Metrics),
         _ => None,
     };
     // The catch-all proxy test `^/api` is case-sensitive (spec §5.1 route 9).

@@ -5,8 +5,13 @@
 //!    `JSON.stringify` of the parsed value.
 //! 3. Normal mode: `GET /api/v2/ofc/wallet/<id>` with the caller's token; passphrase from the body,
 //!    else `WALLET_<id>_PASSPHRASE`; with a passphrase `GET /api/v2/ofc/key/<keys[0]>`, decrypt the
-//!    user key and sign locally; without one ask BitGo to sign (`POST …/tx/sign`).
+//!    user key and sign locally; without one ask BitGo to sign (`POST …/tx/sign`). The wallet and
+//!    keychain documents are reused per token for a few seconds, and a decrypted key stays
+//!    unlocked (checked against a keyed hash of its passphrase) until it is idle for the key
+//!    cache's TTL: a warm request makes no upstream call and runs no KDF.
 //! 4. Respond `{"payload": <payload string>, "signature": <hex>}`.
+
+use std::sync::Arc;
 
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -17,13 +22,14 @@ use crate::error::{ApiError, json_response};
 use crate::js_json::{JsString, JsValue};
 use crate::keys;
 use crate::keys::keystore::KeyStore;
-use crate::keys::xprv::SigningKey;
+use crate::keys::unlocked::{Unlock, UnlockedKey};
 use crate::message_sign::sign_message_hex;
 use crate::routes::validation::Messages;
 use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
 use crate::upstream::client::encode_path_segment;
 use crate::upstream::external_signer::ExternalSigner;
+use crate::upstream::metadata_cache::MetadataKey;
 
 /// A decoded signPayload request.
 #[derive(Debug)]
@@ -186,7 +192,10 @@ pub async fn sign_with_wallet(
             let key = unlock_user_key(state, caller, &wallet, passphrase).await?;
             let message = payload.to_utf8_lossy();
             Ok(WalletSignature {
-                signature: Some(JsValue::from(sign_message_hex(&key, message.as_bytes()))),
+                signature: Some(JsValue::from(sign_message_hex(
+                    key.key(),
+                    message.as_bytes(),
+                ))),
                 enterprise,
                 outcome: "signed",
             })
@@ -194,33 +203,51 @@ pub async fn sign_with_wallet(
     }
 }
 
-/// Step 1: `GET /api/v2/ofc/wallet/<id>` with the caller's token — BitGo's authorization check.
+/// Step 1: `GET /api/v2/ofc/wallet/<id>` with the caller's token — BitGo's authorization check
+/// (reused for the metadata cache's TTL, for this token only).
 async fn fetch_wallet(
     state: &AppState,
     caller: &Caller,
     wallet_path: &str,
     wallet_id: &str,
-) -> Result<JsValue, ApiError> {
-    let request_id =
-        HeaderValue::from_str(&format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
-            .map_err(|_| ApiError::internal("request id"))?;
-    let wallet = state
-        .upstream
-        .send(
-            caller
-                .upstream(Method::GET, wallet_path)
-                .header(http::HeaderName::from_static("request-id"), request_id),
-        )
-        .await?
-        .json();
-    if matches!(wallet, JsValue::Object(_)) {
+) -> Result<Arc<JsValue>, ApiError> {
+    let (wallet, _) = fetch_document(state, caller, wallet_path, true).await?;
+    if matches!(*wallet, JsValue::Object(_)) {
         Ok(wallet)
     } else {
+        let key = MetadataKey::new(caller.token.as_ref(), wallet_path);
+        state.metadata.remove(&key);
         Err(ApiError::api_response(
             StatusCode::NOT_FOUND,
             format!("Could not find OFC wallet {wallet_id}"),
         ))
     }
+}
+
+/// A GET of a wallet or keychain document with the caller's token: from the metadata cache when
+/// this token fetched it within the TTL (`true`), else from BitGo (`false`).
+async fn fetch_document(
+    state: &AppState,
+    caller: &Caller,
+    path: &str,
+    with_request_id: bool,
+) -> Result<(Arc<JsValue>, bool), ApiError> {
+    let key = MetadataKey::new(caller.token.as_ref(), path);
+    if let Some(document) = state.metadata.get(&key) {
+        state.metrics.metadata_cache(true);
+        return Ok((document, true));
+    }
+    state.metrics.metadata_cache(false);
+    let mut request = caller.upstream(Method::GET, path);
+    if with_request_id {
+        let request_id =
+            HeaderValue::from_str(&format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
+                .map_err(|_| ApiError::internal("request id"))?;
+        request = request.header(http::HeaderName::from_static("request-id"), request_id);
+    }
+    let document = Arc::new(state.upstream.send(request).await?.json());
+    state.metadata.insert(key, document.clone());
+    Ok((document, false))
 }
 
 fn wallet_keys(wallet: &JsValue) -> &[JsValue] {
@@ -277,41 +304,76 @@ async fn sign_with_bitgo_key(
     Ok(signed.get("signature").cloned())
 }
 
-/// Step 5, with a passphrase: `GET /api/v2/ofc/key/<keys[0]>`, decrypt its `encryptedPrv` off the
-/// executor, parse the `xprv`.
+/// Step 5, with a passphrase: `GET /api/v2/ofc/key/<keys[0]>`, then the key of its
+/// `encryptedPrv` — unlocked before (a constant-time passphrase check) or decrypted now off the
+/// executor. A keychain from the metadata cache that the passphrase does not open is fetched again
+/// once (it may have been re-encrypted) before the answer is 401.
 async fn unlock_user_key(
     state: &AppState,
     caller: &Caller,
     wallet: &JsValue,
     passphrase: Zeroizing<String>,
-) -> Result<SigningKey, ApiError> {
+) -> Result<Arc<UnlockedKey>, ApiError> {
     let key_id = wallet_keys(wallet)
         .first()
         .map(crate::routes::validation::shown)
         .ok_or_else(|| ApiError::internal("Cannot read properties of undefined (reading '0')"))?;
     let key_path = format!("/api/v2/ofc/key/{}", encode_path_segment(&key_id));
-    let keychain = state
-        .upstream
-        .send(caller.upstream(Method::GET, &key_path))
-        .await?
-        .json();
-    let encrypted = match keychain.get("encryptedPrv") {
-        Some(JsValue::String(text)) if !text.is_empty() => text.to_utf8_lossy().into_owned(),
+    let (keychain, cached) = fetch_document(state, caller, &key_path, false).await?;
+    let envelope = encrypted_prv(&keychain)?;
+    match unlock_envelope(state, &key_id, &envelope, passphrase.clone()).await {
+        Err(error) if cached && error.status == StatusCode::UNAUTHORIZED => {
+            state
+                .metadata
+                .remove(&MetadataKey::new(caller.token.as_ref(), &key_path));
+            let (keychain, _) = fetch_document(state, caller, &key_path, false).await?;
+            let fresh = encrypted_prv(&keychain)?;
+            if *fresh == *envelope {
+                return Err(error);
+            }
+            unlock_envelope(state, &key_id, &fresh, passphrase).await
+        }
+        result => result,
+    }
+}
+
+/// The keychain's `encryptedPrv`, with the SDK's messages when it is missing or not a string.
+fn encrypted_prv(keychain: &JsValue) -> Result<Zeroizing<String>, ApiError> {
+    match keychain.get("encryptedPrv") {
+        Some(JsValue::String(text)) if !text.is_empty() => {
+            Ok(Zeroizing::new(text.to_utf8_lossy().into_owned()))
+        }
         // `decryptAsync`'s parameter check of a non-string envelope.
-        Some(value) if value.is_truthy() => {
-            return Err(ApiError::internal(format!(
-                "Expecting parameter string: input but found {}",
-                value.type_of()
-            )));
-        }
-        _ => {
-            return Err(ApiError::internal(
-                "Expected encryptedPrv to be present on user keychain.",
-            ));
-        }
+        Some(value) if value.is_truthy() => Err(ApiError::internal(format!(
+            "Expecting parameter string: input but found {}",
+            value.type_of()
+        ))),
+        _ => Err(ApiError::internal(
+            "Expected encryptedPrv to be present on user keychain.",
+        )),
+    }
+}
+
+/// The key of `envelope`: from the key cache (one derivation per envelope, however many requests
+/// wait for it), or — cache disabled — derived for this request alone.
+async fn unlock_envelope(
+    state: &AppState,
+    key_id: &str,
+    envelope: &Zeroizing<String>,
+    passphrase: Zeroizing<String>,
+) -> Result<Arc<UnlockedKey>, ApiError> {
+    let slot = state.key_cache.slot(key_id, envelope).unwrap_or_default();
+    let tag = state.key_cache.tag(&passphrase);
+    let envelope = envelope.to_string();
+    let derive = || async move {
+        let started = std::time::Instant::now();
+        let xprv = state.kdf.decrypt(passphrase, envelope).await;
+        state.metrics.kdf_time(started.elapsed());
+        keys::signing_key(&xprv?)
     };
-    let xprv = state.kdf.decrypt(passphrase, encrypted).await?;
-    keys::signing_key(&xprv)
+    let (key, outcome) = slot.unlock(tag, derive).await?;
+    state.metrics.key_cache(outcome == Unlock::Hit);
+    Ok(key)
 }
 
 /// Signer mode (spec §1.5): the key comes from the key file, unlocked once; no upstream call.

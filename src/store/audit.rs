@@ -1,7 +1,9 @@
 //! The audit log: every signature ofc-signer produces, in a hash-chained, append-only file.
 //!
 //! [`AuditLog::append`] returns only once the record is on disk (`write` + `fdatasync`); the
-//! caller answers only after it returned `Ok`, and refuses to sign when it fails. Nothing
+//! caller answers only after it returned `Ok`, and refuses to sign when it fails. Concurrent
+//! appends share their `fdatasync` (group commit): while one batch is being synced, new records
+//! queue, and the next sync covers them all. Nothing
 //! secret can be logged: [`AuditRecord`] holds hashes of the payload and of the caller's token,
 //! never the texts, and no key or passphrase.
 //!
@@ -43,7 +45,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -74,6 +76,11 @@ pub struct AuditRecord {
 pub trait AuditLog: Send + Sync + 'static {
     /// Durably appends `record`; on `Err` the caller must not release the signature.
     fn append(&self, record: &AuditRecord) -> Result<(), AuditError>;
+
+    /// Whether appends can still succeed (false after a failed write poisoned the log).
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// A failure to open or append to the log. Its text names the file, never record content.
@@ -381,22 +388,31 @@ pub fn verify_reader(mut reader: impl BufRead) -> Result<VerifyReport, VerifyErr
 // ------------------------------------------------------------------------------------------------
 
 struct State {
-    file: File,
-    /// The last record's seq (0: empty).
+    /// The last record's seq (0: empty), queued or written.
     seq: u64,
-    /// The last record's hash.
+    /// The last record's hash, queued or written.
     head: String,
-    /// The file's length after the last good append.
+    /// Lines queued for the next write + sync.
+    pending: Vec<u8>,
+    /// The last record that is on disk.
+    durable_seq: u64,
+    /// The file's length after the last good sync.
     len: u64,
-    /// An append failed part-way: refuse the next ones (the file may hold a partial line).
-    poisoned: bool,
+    /// A batch is being written and synced (by the thread that took it).
+    syncing: bool,
+    /// A write or sync failed: refuse every later append (the file may hold a partial line,
+    /// and after a failed fsync the kernel's view of the file cannot be trusted).
+    failure: Option<AuditError>,
 }
 
 /// The audit log in one file, opened in append mode (`O_APPEND`), created with mode `0600`,
 /// locked (advisory `flock`) against a second writer in this or another process.
 pub struct FileAuditLog {
     path: PathBuf,
+    /// Written only by the thread holding the batch (`State::syncing`).
+    file: File,
     state: Mutex<State>,
+    synced: Condvar,
     truncated: u64,
 }
 
@@ -500,13 +516,17 @@ impl FileAuditLog {
         };
         Ok(FileAuditLog {
             path,
+            file,
             state: Mutex::new(State {
-                file,
                 seq,
                 head,
+                pending: Vec::new(),
+                durable_seq: seq,
                 len,
-                poisoned: false,
+                syncing: false,
+                failure: None,
             }),
+            synced: Condvar::new(),
             truncated,
         })
     }
@@ -540,35 +560,60 @@ impl AuditLog for FileAuditLog {
         };
         // A panic while appending leaves the file in an unknown state: refuse, like a failed write.
         let mut state = self.state.lock().map_err(|_| poisoned())?;
-        if state.poisoned {
-            return Err(poisoned());
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
         }
         let seq = state.seq.checked_add(1).ok_or_else(poisoned)?;
         let (line, hash) = line_bytes(record, seq, &state.head);
-        let written = state
-            .file
-            .write_all(&line)
-            .map_err(|e| ("write", e))
-            .and_then(|()| state.file.sync_data().map_err(|e| ("sync", e)));
-        if let Err((op, error)) = written {
-            // Whatever reached the file is not acknowledged: take it back if we can, and in any
-            // case append nothing more through this handle (after a failed fsync the kernel's
-            // view of the file cannot be trusted).
-            state.poisoned = true;
-            let len = state.len;
-            if state.file.set_len(len).is_ok() {
-                let _ = state.file.sync_all();
-            }
-            return Err(AuditError::Io {
-                path: self.path.display().to_string(),
-                op,
-                message: error.to_string(),
-            });
-        }
+        state.pending.extend_from_slice(&line);
         state.seq = seq;
         state.head = hash;
-        state.len += line.len() as u64;
-        Ok(())
+        loop {
+            if state.durable_seq >= seq {
+                return Ok(());
+            }
+            if let Some(failure) = &state.failure {
+                return Err(failure.clone());
+            }
+            if state.syncing {
+                // Another thread is syncing a batch; ours goes in the next one.
+                state = self.synced.wait(state).map_err(|_| poisoned())?;
+                continue;
+            }
+            // Take every queued line (ours included) and make it durable, without the lock.
+            let batch = std::mem::take(&mut state.pending);
+            let batch_last = state.seq;
+            state.syncing = true;
+            drop(state);
+            let written = (&self.file)
+                .write_all(&batch)
+                .map_err(|e| ("write", e))
+                .and_then(|()| self.file.sync_data().map_err(|e| ("sync", e)));
+            state = self.state.lock().map_err(|_| poisoned())?;
+            state.syncing = false;
+            match written {
+                Ok(()) => {
+                    state.durable_seq = batch_last;
+                    state.len += batch.len() as u64;
+                }
+                Err((op, error)) => {
+                    // Whatever reached the file is not acknowledged: take it back if we can.
+                    if self.file.set_len(state.len).is_ok() {
+                        let _ = self.file.sync_all();
+                    }
+                    state.failure = Some(AuditError::Io {
+                        path: self.path.display().to_string(),
+                        op,
+                        message: error.to_string(),
+                    });
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.state.lock().is_ok_and(|state| state.failure.is_none())
     }
 }
 

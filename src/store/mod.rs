@@ -90,3 +90,11 @@ pub(crate) fn sync_dir(dir: &Path) {
         let _ = handle.sync_all();
     }
 }
+
+/// Whether a file can be created (and synced) in `dir` now: readiness of the state directory.
+pub fn probe_writable(dir: &Path) -> bool {
+    let probe = dir.join(".ready-probe");
+    let written = std::fs::write(&probe, b"ok").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    written
+}

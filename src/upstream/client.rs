@@ -203,6 +203,7 @@ pub struct UpstreamClient {
     clock: Arc<dyn Clock>,
     user_agent: Arc<str>,
     timeout: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -260,7 +261,14 @@ impl UpstreamClient {
             )
             .into(),
             timeout: settings.timeout,
+            metrics: None,
         })
+    }
+
+    /// Counts every call, its outcome and its duration in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -290,6 +298,32 @@ impl UpstreamClient {
     /// Sends `request` and returns any HTTP answer (verified when 2xx), for callers that relay
     /// upstream statuses themselves.
     pub async fn exchange(
+        &self,
+        request: &UpstreamRequest<'_>,
+    ) -> Result<UpstreamResponse, ApiError> {
+        let started = std::time::Instant::now();
+        let result = self.exchange_unobserved(request).await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(response) => match response.status.as_u16() {
+                    200..=299 => "2xx",
+                    300..=399 => "3xx",
+                    400..=499 => "4xx",
+                    _ => "5xx",
+                },
+                Err(error) if error.status == StatusCode::NETWORK_AUTHENTICATION_REQUIRED => {
+                    "response_hmac"
+                }
+                Err(error) if error.status == StatusCode::BAD_REQUEST => "refused",
+                Err(error) if error.code.as_deref() == Some("ECONNABORTED") => "timeout",
+                Err(_) => "transport",
+            };
+            metrics.upstream(outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn exchange_unobserved(
         &self,
         request: &UpstreamRequest<'_>,
     ) -> Result<UpstreamResponse, ApiError> {

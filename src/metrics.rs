@@ -334,28 +334,36 @@ impl Metrics {
     }
 }
 
-/// `2xx`-style labels would lose the 401/403/409 distinctions that matter here: the status itself.
+/// Statuses labelled individually: a `4xx` class would lose the 401/403/409 distinctions that
+/// matter here.
+const KNOWN_STATUSES: [(u16, &str); 19] = [
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (409, "409"),
+    (413, "413"),
+    (415, "415"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+    (511, "511"),
+];
+
+/// The status itself when known, else its class (the label set stays bounded).
 fn status_label(status: u16) -> &'static str {
+    if let Some((_, label)) = KNOWN_STATUSES.iter().find(|(known, _)| *known == status) {
+        return label;
+    }
     match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        409 => "409",
-        413 => "413",
-        415 => "415",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        511 => "511",
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",

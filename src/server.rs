@@ -807,3 +807,66 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cli;
+    use clap::Parser;
+
+    async fn prepared(args: &[&str]) -> (Prepared, tempfile::TempDir) {
+        let state_dir = tempfile::tempdir().unwrap();
+        let mut argv = vec![
+            "ofc-signer",
+            "--state-dir",
+            state_dir.path().to_str().unwrap(),
+        ];
+        argv.extend_from_slice(args);
+        let env = Env::default();
+        let config = Config::resolve(Cli::try_parse_from(argv).unwrap(), &env).unwrap();
+        let prepared = Prepared::new(config, &env, Arc::new(SystemClock)).unwrap();
+        (prepared, state_dir)
+    }
+
+    fn admin_request(path: &str, loopback: bool) -> Request {
+        let mut request = Request::builder()
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        request.extensions_mut().insert(ConnectionInfo {
+            client_certificate: false,
+            loopback,
+        });
+        request
+    }
+
+    #[tokio::test]
+    async fn admin_refused_off_loopback() {
+        let (prepared, _dir) = prepared(&["--admin-loopback-only"]).await;
+        for (path, route) in [
+            ("/metrics", Route::Metrics),
+            ("/ofc-signer/live", Route::Live),
+            ("/ofc-signer/ready", Route::Ready),
+            ("/ofc-signer/health", Route::Health),
+        ] {
+            let remote = serve(&prepared.state, route, admin_request(path, false)).await;
+            assert_eq!(remote.status(), StatusCode::FORBIDDEN, "{path}");
+            let local = serve(&prepared.state, route, admin_request(path, true)).await;
+            assert_ne!(local.status(), StatusCode::FORBIDDEN, "{path}");
+        }
+        let (_, _, refusals) = prepared.state.metrics.totals();
+        assert_eq!(refusals, 4);
+    }
+
+    #[tokio::test]
+    async fn admin_served_to_anyone_by_default() {
+        let (prepared, _dir) = prepared(&[]).await;
+        let remote = serve(
+            &prepared.state,
+            Route::Metrics,
+            admin_request("/metrics", false),
+        )
+        .await;
+        assert_eq!(remote.status(), StatusCode::OK);
+    }
+}

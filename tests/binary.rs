@@ -370,3 +370,139 @@ fn signer_mode_banner_and_open_signer_warning() {
         "{lines:?}"
     );
 }
+
+/// SIGTERM with requests in flight: they all complete, new connections are no longer accepted,
+/// and the process exits 0.
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = runtime.block_on(Sandbox::start()).unwrap();
+    sandbox.add_token(TOKEN);
+    let vector = kind("sign")
+        .iter()
+        .find(|v| text(v, "keyLabel") != "root0")
+        .unwrap();
+    let (encrypted, passphrase) = sign_vector_key(vector, EnvelopeKind::V1);
+    let wallet_id = text(vector, "walletId");
+    sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
+    let port = free_port().to_string();
+    let upstream = sandbox.url();
+    let mut running = start(
+        &[
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--env",
+            "custom",
+            "--customrooturi",
+            &upstream,
+            "--disablessl",
+        ],
+        &[(format!("WALLET_{wallet_id}_PASSPHRASE"), passphrase)],
+        "Custom root URI:",
+    );
+    // Every upstream answer now takes 600 ms: the requests below are in flight at the signal.
+    sandbox.set_fault(Some(ofc_signer::sandbox::Fault::Delay { ms: 600 }));
+    let url = format!("http://127.0.0.1:{port}/api/v2/ofc/signPayload");
+    let in_flight: Vec<_> = (0..24)
+        .map(|_| runtime.spawn(post_json_owned(url.clone(), text(vector, "rawBody"))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(250));
+    let pid = running.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+
+    for request in in_flight {
+        let answer = runtime.block_on(request).unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.field("signature"), text(vector, "signature"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
+}
+
+async fn post_json_owned(url: String, body: String) -> Answer {
+    post_json(&url, body, Some(TOKEN)).await
+}
+
+/// `--log-format json --logfile F`: one JSON object per line, the access line carries the
+/// request id, and neither the token nor the passphrase appears.
+#[test]
+fn json_access_log_in_the_logfile() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = runtime.block_on(Sandbox::start()).unwrap();
+    sandbox.add_token(TOKEN);
+    let vector = kind("sign")
+        .iter()
+        .find(|v| text(v, "keyLabel") != "root0")
+        .unwrap();
+    let (encrypted, passphrase) = sign_vector_key(vector, EnvelopeKind::V1);
+    let wallet_id = text(vector, "walletId");
+    sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
+    let logs = tempfile::tempdir().unwrap();
+    let logfile = logs.path().join("ofc-signer.log");
+    let port = free_port().to_string();
+    let upstream = sandbox.url();
+    let running = start(
+        &[
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--env",
+            "custom",
+            "--customrooturi",
+            &upstream,
+            "--disablessl",
+            "--log-format",
+            "json",
+            "--logfile",
+            logfile.to_str().unwrap(),
+        ],
+        &[],
+        "Log location:",
+    );
+    let mut body = ofc_signer::js_json::parse(&text(vector, "rawBody")).unwrap();
+    if let ofc_signer::js_json::JsValue::Object(object) = &mut body {
+        object.insert("walletPassphrase", passphrase.as_str());
+    }
+    let answer = runtime.block_on(async {
+        let response = client()
+            .post(format!("http://127.0.0.1:{port}/api/v2/ofc/signPayload"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("request-id", "log-test-7")
+            .body(body.to_json())
+            .send()
+            .await
+            .unwrap();
+        answer(response).await
+    });
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    drop(running);
+
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    let mut access = 0;
+    for line in log.lines() {
+        let record = ofc_signer::js_json::parse(line).expect("each line is one JSON object");
+        let fields = record.get("fields").expect("fields");
+        if fields.get("request_id").and_then(|v| v.as_str()) == Some("log-test-7") {
+            access += 1;
+            assert_eq!(
+                fields.get("status").map(|v| v.to_json()),
+                Some("200".into())
+            );
+        }
+    }
+    assert_eq!(access, 1, "{log}");
+    assert!(!log.contains(TOKEN) && !log.contains(&passphrase), "{log}");
+}

@@ -15,7 +15,7 @@ pub mod sign_payload;
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 
 use crate::error::{ApiError, Secrets};
@@ -136,7 +136,8 @@ pub fn access_token(headers: &HeaderMap) -> Option<AccessToken> {
     Some(AccessToken::new(token))
 }
 
-/// The request id: the client's `Request-ID` header when it sent a usable one, else a new one.
+/// The request id: the client's `Request-ID` header when it sent a usable one, else a new one in
+/// the SDK's format (`<20 hex>-0000`, what Express sends on the wallet GET).
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("request-id")
@@ -144,7 +145,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .map(str::trim)
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 10]>()))
+        .unwrap_or_else(|| format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
 }
 
 /// The client's `User-Agent` (Latin-1), appended to ours upstream.
@@ -155,11 +156,13 @@ pub fn user_agent(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The caller's credentials as they travel upstream: the access token and the `User-Agent`
-/// (appended to ours, as Express does). No other client header is propagated on these routes.
+/// (appended to ours, as Express does), and the request id (sent where Express sends one). No
+/// other client header is propagated on these routes.
 #[derive(Debug, Default)]
 pub struct Caller {
     pub token: Option<AccessToken>,
     pub user_agent: Option<String>,
+    pub request_id: Option<HeaderValue>,
 }
 
 impl Caller {
@@ -167,6 +170,7 @@ impl Caller {
         Caller {
             token: access_token(headers),
             user_agent: user_agent(headers),
+            request_id: headers.get("request-id").cloned(),
         }
     }
 

@@ -240,10 +240,13 @@ async fn fetch_document(
     state.metrics.metadata_cache(false);
     let mut request = caller.upstream(Method::GET, path);
     if with_request_id {
-        let request_id =
-            HeaderValue::from_str(&format!("{}-0000", hex::encode(rand::random::<[u8; 10]>())))
-                .map_err(|_| ApiError::internal("request id"))?;
-        request = request.header(http::HeaderName::from_static("request-id"), request_id);
+        // The id the server gave this request (the client's own when it sent one).
+        let request_id = caller.request_id.clone().or_else(|| {
+            HeaderValue::from_str(&crate::routes::request_id(&http::HeaderMap::new())).ok()
+        });
+        if let Some(request_id) = request_id {
+            request = request.header(http::HeaderName::from_static("request-id"), request_id);
+        }
     }
     let document = Arc::new(state.upstream.send(request).await?.json());
     state.metadata.insert(key, document.clone());

@@ -506,3 +506,105 @@ fn json_access_log_in_the_logfile() {
     assert_eq!(access, 1, "{log}");
     assert!(!log.contains(TOKEN) && !log.contains(&passphrase), "{log}");
 }
+
+/// `ofc-signer healthcheck`, the container's probe: 0 against a ready server, 1 when nothing
+/// answers.
+#[test]
+fn healthcheck_probe() {
+    let port = free_port().to_string();
+    let probe = |env_port: &str| {
+        Command::new(BINARY)
+            .arg("healthcheck")
+            .env("BITGO_PORT", env_port)
+            .output()
+            .unwrap()
+    };
+    let down = probe(&port);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    let _running = start(
+        &["--demo", "--port", &port, "--bind", "127.0.0.1"],
+        &[],
+        "curl -X POST",
+    );
+    let up = probe(&port);
+    assert!(up.status.success(), "{up:?}");
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "ready");
+    let explicit = Command::new(BINARY)
+        .args(["healthcheck", "--url"])
+        .arg(format!("http://localhost:{port}/ofc-signer/live"))
+        .output()
+        .unwrap();
+    assert!(explicit.status.success(), "{explicit:?}");
+}
+
+/// The environment of a service in `docker-compose.yml` (the `KEY: value` lines under its
+/// `environment:`), read without a YAML library: the file keeps that simple shape.
+fn compose_environment(service: &str) -> Vec<(String, String)> {
+    let compose = include_str!("../docker-compose.yml");
+    let mut lines = compose
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("  {service}:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .skip_while(|l| l.trim() != "environment:")
+        .skip(1);
+    let mut env = Vec::new();
+    for line in lines.by_ref() {
+        if !line.starts_with("      ") {
+            break;
+        }
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once(": ").expect("KEY: value");
+        env.push((key.to_string(), value.trim_matches('"').to_string()));
+    }
+    env
+}
+
+/// The compose file's sidecar setup, run as processes: `ofc-signer sandbox` and ofc-signer with
+/// the compose environment (the sandbox host name replaced by 127.0.0.1), then the documented
+/// curl request.
+#[test]
+fn compose_sidecar_environment_signs() {
+    let env = compose_environment("ofc-signer");
+    assert!(
+        env.iter().any(|(k, _)| k == "BITGO_CUSTOM_ROOT_URI"),
+        "{env:?}"
+    );
+    let sandbox_port = free_port().to_string();
+    let _sandbox = start(
+        &["sandbox", "--port", &sandbox_port, "--bind", "127.0.0.1"],
+        &[],
+        "use it:",
+    );
+    let env: Vec<_> = env
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.replace(
+                "http://sandbox:3081",
+                &format!("http://127.0.0.1:{sandbox_port}"),
+            );
+            (k, v)
+        })
+        .collect();
+    let port = free_port().to_string();
+    let _signer = start(
+        &["--bind", "127.0.0.1", "--port", &port],
+        &env,
+        "Custom root URI:",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v2/ofc/signPayload");
+    let answer = runtime.block_on(post_json(&url, DOCS_SIGN_BODY, Some(DOCS_TOKEN)));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let demo_key =
+        SigningKey::from_xprv(&master_xprv_from_seed(DEMO_SEED.as_bytes()).unwrap()).unwrap();
+    verify_message(
+        answer.field("payload").as_bytes(),
+        &answer.field("signature"),
+        &demo_key.public_key(),
+    )
+    .unwrap();
+}

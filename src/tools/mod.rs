@@ -8,6 +8,7 @@
 //! | `verify` ([`verify`]) | checks a signPayload signature against an `xpub` or a public key |
 //! | `audit verify` ([`audit`]) | checks the audit log's hash chain |
 //! | `sandbox` ([`sandbox`]) | runs the demo fake BitGo API on its own |
+//! | `healthcheck` ([`healthcheck`]) | the container's probe: is the running server ready? |
 //!
 //! Each module keeps its logic in small pure functions and does its I/O (files, standard
 //! streams, the terminal, the network) at the edge, through [`io`]. Passphrases never come from
@@ -17,6 +18,7 @@
 pub mod audit;
 pub mod crypt;
 pub mod fetch_keys;
+pub mod healthcheck;
 pub mod io;
 pub mod sandbox;
 pub mod sign;
@@ -44,6 +46,9 @@ pub enum Tool {
     Audit(audit::AuditArgs),
     /// Run the demo fake BitGo API on its own (the wallets, tokens and Go Network of --demo).
     Sandbox(sandbox::SandboxArgs),
+    /// Ask a running ofc-signer whether it is ready (exit 0) or not (exit 1): the container's
+    /// health probe.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Exit status of a command that failed.
@@ -92,6 +97,7 @@ pub fn run(tool: Tool) -> ExitCode {
         Tool::Verify(args) => verify::run(args),
         Tool::Audit(args) => audit::run(args),
         Tool::Sandbox(args) => sandbox::run(args),
+        Tool::Healthcheck(args) => healthcheck::run(args),
     };
     match result {
         Ok(code) => code,

@@ -49,7 +49,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut env = Env::from_process();
     let demo = cli.demo;
     let mut config = Config::resolve(cli, &env).map_err(|e| e.0)?;
-    init_logging(&config)?;
+    // Log lines are written by a background thread; the guard flushes them at exit.
+    let _log_writer = init_logging(&config)?;
     for warning in &config.warnings {
         eprintln!("{warning}");
     }
@@ -144,7 +145,7 @@ fn print_demo_instructions(address: &str) {
     );
 }
 
-fn init_logging(config: &Config) -> Result<(), String> {
+fn init_logging(config: &Config) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
     use tracing_subscriber::EnvFilter;
     let default = if config.debug_namespaces.is_empty() {
         "info"
@@ -153,28 +154,40 @@ fn init_logging(config: &Config) -> Result<(), String> {
     };
     let filter =
         EnvFilter::try_from_env("OFC_SIGNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let json = config.operations.log_format == LogFormat::Json;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &config.logfile {
+    // One access line per request: formatted on the request's thread, written (batched) by a
+    // dedicated one. Not lossy: when the writer falls behind, requests wait for it.
+    let (writer, guard, ansi): (_, _, bool) = match &config.logfile {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            let builder = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file));
-            if json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(file);
+            (writer, guard, false)
         }
-        None if json => builder.json().with_writer(std::io::stderr).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stderr());
+            (
+                writer,
+                guard,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    if config.operations.log_format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
-    Ok(())
+    Ok(guard)
 }

@@ -10,8 +10,11 @@
 //!
 //! Pure: no I/O, no clock.
 
+use std::cell::RefCell;
+use std::sync::LazyLock;
+
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
-use secp256k1::{Message, PublicKey};
+use secp256k1::{Message, PublicKey, Secp256k1, SignOnly, VerifyOnly};
 use sha2::{Digest, Sha256};
 
 use crate::keys::xprv::SigningKey;
@@ -54,13 +57,42 @@ fn compact_size(n: u64, out: &mut [u8; 9]) -> usize {
     }
 }
 
+/// A signing context is re-blinded (libsecp256k1's `context_randomize`, a side-channel
+/// counter-measure that does not change any signature) after this many signatures. Re-blinding
+/// costs about as much as a signature; doing it after every one would halve throughput.
+const SIGNATURES_PER_BLINDING: u32 = 64;
+
+thread_local! {
+    /// Each thread's signing context and the signatures made since it was last blinded.
+    static SIGNING: RefCell<(Secp256k1<SignOnly>, u32)> =
+        RefCell::new((Secp256k1::signing_only(), SIGNATURES_PER_BLINDING));
+}
+
+/// Runs `sign` with this thread's signing context, blinded with fresh OS randomness when new
+/// and every [`SIGNATURES_PER_BLINDING`] uses.
+pub(crate) fn with_signing_context<T>(sign: impl FnOnce(&Secp256k1<SignOnly>) -> T) -> T {
+    SIGNING.with(|cell| {
+        let mut context = cell.borrow_mut();
+        if context.1 >= SIGNATURES_PER_BLINDING {
+            context.0.seeded_randomize(&rand::random());
+            context.1 = 0;
+        }
+        context.1 += 1;
+        sign(&context.0)
+    })
+}
+
+static VERIFYING: LazyLock<Secp256k1<VerifyOnly>> = LazyLock::new(Secp256k1::verification_only);
+
 /// The 65-byte compact recoverable signature of `message` (header ‖ r ‖ s).
 pub fn sign_message(key: &SigningKey, message: &[u8]) -> [u8; 65] {
     let digest = Message::from_digest(message_digest(message));
-    let signature = RecoverableSignature::sign_ecdsa_recoverable(digest, key.secret_key());
+    let signature =
+        with_signing_context(|context| context.sign_ecdsa_recoverable(digest, key.secret_key()));
     let (recovery_id, rs) = signature.serialize_compact();
     let mut out = [0u8; 65];
-    out[0] = COMPRESSED_HEADER_BASE + recovery_id.to_u8();
+    // The recovery id is 0..=3.
+    out[0] = COMPRESSED_HEADER_BASE + i32::from(recovery_id) as u8;
     out[1..].copy_from_slice(&rs);
     out
 }
@@ -95,8 +127,8 @@ pub fn recover_public_key(message: &[u8], signature_hex: &str) -> Result<PublicK
         .map_err(|_| VerifyError::BadHeader(header))?;
     let signature = RecoverableSignature::from_compact(&bytes[1..], recovery_id)
         .map_err(|_| VerifyError::Malformed)?;
-    signature
-        .recover_ecdsa(Message::from_digest(message_digest(message)))
+    VERIFYING
+        .recover_ecdsa(Message::from_digest(message_digest(message)), &signature)
         .map_err(|_| VerifyError::Unrecoverable)
 }
 
@@ -157,6 +189,19 @@ mod tests {
             );
             verify_message(message.as_bytes(), signature, &key.public_key()).unwrap();
         }
+    }
+
+    #[test]
+    fn blinding_never_changes_a_signature() {
+        // Across several re-blindings of this thread's context (and on a fresh thread, with its
+        // own context), the spec's known answer comes out every time.
+        let expected = "20620cb66122c3c6b1df0d2373aa6449310ba5085d90a3916b1d0ed1599701078c50d4fa87fe22e87d2ee238d034bfdeee13b5255ad1472584f87fff1b2a5d88bc";
+        let key = SigningKey::from_xprv(SPEC_XPRV).unwrap();
+        for _ in 0..SIGNATURES_PER_BLINDING * 3 + 1 {
+            assert_eq!(sign_message_hex(&key, b"hello"), expected);
+        }
+        let on_another_thread = std::thread::spawn(move || sign_message_hex(&key, b"hello"));
+        assert_eq!(on_another_thread.join().unwrap(), expected);
     }
 
     #[test]

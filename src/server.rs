@@ -230,8 +230,14 @@ impl AppState {
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             outcome: entry.outcome.clone(),
         };
-        let log = self.audit_log.clone();
-        let appended = tokio::task::spawn_blocking(move || log.append(&record)).await;
+        let (done, appended) = tokio::sync::oneshot::channel();
+        self.audit_log.append_then(
+            record,
+            Box::new(move |outcome| {
+                let _ = done.send(outcome);
+            }),
+        );
+        let appended = appended.await;
         self.metrics.audit(matches!(appended, Ok(Ok(()))));
         match appended {
             Ok(Ok(())) => {

@@ -83,6 +83,31 @@ fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
     panic!("ofc-signer did not print {until:?}; got {banner:?}");
 }
 
+/// SIGTERM, then waits for a clean exit (log lines are flushed on the way out).
+fn stop(running: Running) {
+    let pid = running.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for_clean_exit(running);
+}
+
+fn wait_for_clean_exit(mut running: Running) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn fatal(args: &[&str]) -> (i32, String) {
     let output = Command::new(BINARY)
         .args(args)
@@ -387,7 +412,7 @@ fn sigterm_finishes_in_flight_requests() {
     sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
     let port = free_port().to_string();
     let upstream = sandbox.url();
-    let mut running = start(
+    let running = start(
         &[
             "--port",
             &port,
@@ -418,15 +443,7 @@ fn sigterm_finishes_in_flight_requests() {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.field("signature"), text(vector, "signature"));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
+    wait_for_clean_exit(running);
     assert!(std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
 }
 
@@ -488,7 +505,7 @@ fn json_access_log_in_the_logfile() {
         answer(response).await
     });
     assert_eq!(answer.status, 200, "{}", answer.body);
-    drop(running);
+    stop(running);
 
     let log = std::fs::read_to_string(&logfile).unwrap();
     let mut access = 0;

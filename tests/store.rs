@@ -730,3 +730,77 @@ fn audit_verify_subcommand() {
     assert_eq!(code, 2);
     assert!(stderr.contains("several audit logs"), "{stderr}");
 }
+
+/// `append_then` (the server's path): records from many threads go through the writer thread;
+/// each completion comes only once its record is on disk, mixed with direct `append`s the chain
+/// stays one chain, and dropping the log releases it for a reopen at once.
+#[test]
+fn writer_thread_appends_complete_only_when_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(AUDIT_FILE);
+    let log = Arc::new(FileAuditLog::open(&path).unwrap());
+    let (sender, completions) = std::sync::mpsc::channel();
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (log, sender) = (log.clone(), sender.clone());
+            std::thread::spawn(move || {
+                for n in 0..50 {
+                    let id = 5000 + t * 50 + n;
+                    if n % 10 == 0 {
+                        log.append(&record(id)).unwrap();
+                        continue;
+                    }
+                    let (path, sender) = (log.path().to_path_buf(), sender.clone());
+                    log.append_then(
+                        record(id),
+                        Box::new(move |outcome| {
+                            let text = std::fs::read_to_string(path).unwrap();
+                            let on_disk = text.contains(&format!("\"requestId\":\"req-{id}\""));
+                            sender.send((id, outcome, on_disk)).unwrap();
+                        }),
+                    );
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    drop(sender);
+    let completed: Vec<_> = completions.iter().collect();
+    assert_eq!(completed.len(), 8 * 45);
+    for (id, outcome, on_disk) in &completed {
+        assert_eq!(outcome, &Ok(()), "record {id}");
+        assert!(on_disk, "record {id} acknowledged before it was on disk");
+    }
+    drop(Arc::try_unwrap(log).expect("the only handle"));
+    assert_eq!(audit::verify(&path).unwrap().records, 400);
+    // Reopening right away works: the writer thread has let go of the file and its lock.
+    let reopened = FileAuditLog::open(&path).unwrap();
+    assert_eq!(reopened.head().0, 400);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn writer_thread_reports_a_failed_write_and_refuses_later_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(AUDIT_FILE);
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let log = FileAuditLog::open(&path).unwrap();
+    let (sender, outcomes) = std::sync::mpsc::channel();
+    for n in 0..3 {
+        let sender = sender.clone();
+        log.append_then(
+            record(n),
+            Box::new(move |outcome| sender.send(outcome).unwrap()),
+        );
+    }
+    for _ in 0..3 {
+        let outcome = outcomes.recv().unwrap();
+        assert!(
+            matches!(&outcome, Err(AuditError::Io { op: "write", .. })),
+            "{outcome:?}"
+        );
+    }
+    assert!(!log.healthy());
+}

@@ -61,7 +61,7 @@ impl SigningKey {
 
     /// A key from 32 raw secret bytes (must be in [1, n)).
     pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        SecretKey::from_secret_bytes(*bytes)
+        SecretKey::from_byte_array(*bytes)
             .map(|secret| SigningKey { secret })
             .map_err(|_| KeyError::PrivateKeyRange)
     }
@@ -72,7 +72,9 @@ impl SigningKey {
 
     /// The compressed public key of this private key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_secret_key(&self.secret)
+        crate::message_sign::with_signing_context(|context| {
+            PublicKey::from_secret_key(context, &self.secret)
+        })
     }
 }
 
@@ -181,7 +183,7 @@ mod tests {
             "0376be5a4ed0333a8edb9f6fd7d1bdd1805644e56cf51aa8d2b85edcdc66995f82"
         );
         assert_eq!(
-            hex::encode(key.secret_key().to_secret_bytes()),
+            hex::encode(key.secret_key().secret_bytes()),
             "1d8f8aa06ee2b5894c5fc8a8b6c3596044b603c845affea2abe5f5f25422e243"
         );
         assert_eq!(format!("{key:?}"), "SigningKey([REDACTED])");

@@ -45,7 +45,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -77,11 +77,20 @@ pub trait AuditLog: Send + Sync + 'static {
     /// Durably appends `record`; on `Err` the caller must not release the signature.
     fn append(&self, record: &AuditRecord) -> Result<(), AuditError>;
 
+    /// Appends `record` and calls `done` with the outcome once it is durable (or has failed),
+    /// possibly on another thread. By default: [`AuditLog::append`], then `done`, right here.
+    fn append_then(&self, record: AuditRecord, done: AuditDone) {
+        done(self.append(&record));
+    }
+
     /// Whether appends can still succeed (false after a failed write poisoned the log).
     fn healthy(&self) -> bool {
         true
     }
 }
+
+/// What [`AuditLog::append_then`] calls with the outcome of an append.
+pub type AuditDone = Box<dyn FnOnce(Result<(), AuditError>) + Send>;
 
 /// A failure to open or append to the log. Its text names the file, never record content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -407,20 +416,52 @@ struct State {
 
 /// The audit log in one file, opened in append mode (`O_APPEND`), created with mode `0600`,
 /// locked (advisory `flock`) against a second writer in this or another process.
+///
+/// Appends are group-committed: records queued while a batch is being written and synced go to
+/// disk together in the next batch, with one `fdatasync`. [`AuditLog::append`] does this on the
+/// calling thread (leader/follower); [`AuditLog::append_then`] hands the record to a writer
+/// thread that drains everything queued, commits it and answers every record of the batch —
+/// no blocking-pool hop or wake-up storm per record.
 pub struct FileAuditLog {
+    log: Arc<LogFile>,
+    truncated: u64,
+    /// The writer thread of [`AuditLog::append_then`], started on first use.
+    writer: Mutex<Option<Writer>>,
+}
+
+struct LogFile {
     path: PathBuf,
     /// Written only by the thread holding the batch (`State::syncing`).
     file: File,
     state: Mutex<State>,
     synced: Condvar,
-    truncated: u64,
+}
+
+struct Writer {
+    queue: mpsc::Sender<(AuditRecord, AuditDone)>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for FileAuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileAuditLog")
-            .field("path", &self.path)
+            .field("path", &self.log.path)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FileAuditLog {
+    /// The writer thread finishes what was queued and exits, releasing the file (and its lock)
+    /// before the drop returns, so the log can be opened again at once.
+    fn drop(&mut self) {
+        let writer = match self.writer.get_mut() {
+            Ok(writer) => writer.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(Writer { queue, thread }) = writer {
+            drop(queue);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -515,30 +556,33 @@ impl FileAuditLog {
             (checked.seq, checked.hash)
         };
         Ok(FileAuditLog {
-            path,
-            file,
-            state: Mutex::new(State {
-                seq,
-                head,
-                pending: Vec::new(),
-                durable_seq: seq,
-                len,
-                syncing: false,
-                failure: None,
+            log: Arc::new(LogFile {
+                path,
+                file,
+                state: Mutex::new(State {
+                    seq,
+                    head,
+                    pending: Vec::new(),
+                    durable_seq: seq,
+                    len,
+                    syncing: false,
+                    failure: None,
+                }),
+                synced: Condvar::new(),
             }),
-            synced: Condvar::new(),
             truncated,
+            writer: Mutex::new(None),
         })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.log.path
     }
 
     /// The last record's `seq` (0 for an empty log) and `hash`.
     pub fn head(&self) -> (u64, String) {
-        match self.state.lock() {
+        match self.log.state.lock() {
             Ok(state) => (state.seq, state.head.clone()),
             Err(poisoned) => {
                 let state = poisoned.into_inner();
@@ -553,21 +597,38 @@ impl FileAuditLog {
     }
 }
 
-impl AuditLog for FileAuditLog {
-    fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let poisoned = || AuditError::Poisoned {
+impl LogFile {
+    fn poisoned(&self) -> AuditError {
+        AuditError::Poisoned {
             path: self.path.display().to_string(),
-        };
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, AuditError> {
         // A panic while appending leaves the file in an unknown state: refuse, like a failed write.
-        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        self.state.lock().map_err(|_| self.poisoned())
+    }
+
+    /// Queues `record` as the next line of the chain; returns its `seq`.
+    fn enqueue(&self, state: &mut State, record: &AuditRecord) -> Result<u64, AuditError> {
         if let Some(failure) = &state.failure {
             return Err(failure.clone());
         }
-        let seq = state.seq.checked_add(1).ok_or_else(poisoned)?;
+        let seq = state.seq.checked_add(1).ok_or_else(|| self.poisoned())?;
         let (line, hash) = line_bytes(record, seq, &state.head);
         state.pending.extend_from_slice(&line);
         state.seq = seq;
         state.head = hash;
+        Ok(seq)
+    }
+
+    /// Returns once the record `seq` is on disk: writes and syncs the queued batch itself, or
+    /// waits for the thread that is doing so.
+    fn wait_durable<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        seq: u64,
+    ) -> Result<(), AuditError> {
         loop {
             if state.durable_seq >= seq {
                 return Ok(());
@@ -577,7 +638,7 @@ impl AuditLog for FileAuditLog {
             }
             if state.syncing {
                 // Another thread is syncing a batch; ours goes in the next one.
-                state = self.synced.wait(state).map_err(|_| poisoned())?;
+                state = self.synced.wait(state).map_err(|_| self.poisoned())?;
                 continue;
             }
             // Take every queued line (ours included) and make it durable, without the lock.
@@ -589,7 +650,7 @@ impl AuditLog for FileAuditLog {
                 .write_all(&batch)
                 .map_err(|e| ("write", e))
                 .and_then(|()| self.file.sync_data().map_err(|e| ("sync", e)));
-            state = self.state.lock().map_err(|_| poisoned())?;
+            state = self.lock()?;
             state.syncing = false;
             match written {
                 Ok(()) => {
@@ -612,8 +673,84 @@ impl AuditLog for FileAuditLog {
         }
     }
 
+    /// The writer thread: each round takes everything queued, commits it as one batch and
+    /// answers each record.
+    fn write_queued(&self, queue: mpsc::Receiver<(AuditRecord, AuditDone)>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter());
+            let mut state = match self.lock() {
+                Ok(state) => state,
+                Err(error) => {
+                    for (_, done) in batch {
+                        done(Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut queued = Vec::with_capacity(batch.len());
+            let mut last = 0;
+            for (record, done) in batch {
+                match self.enqueue(&mut state, &record) {
+                    Ok(seq) => {
+                        last = seq;
+                        queued.push(done);
+                    }
+                    Err(error) => done(Err(error)),
+                }
+            }
+            let outcome = if queued.is_empty() {
+                Ok(())
+            } else {
+                self.wait_durable(state, last)
+            };
+            for done in queued {
+                done(outcome.clone());
+            }
+        }
+    }
+}
+
+impl AuditLog for FileAuditLog {
+    fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut state = self.log.lock()?;
+        let seq = self.log.enqueue(&mut state, record)?;
+        self.log.wait_durable(state, seq)
+    }
+
+    fn append_then(&self, record: AuditRecord, done: AuditDone) {
+        let mut writer = match self.writer.lock() {
+            Ok(writer) => writer,
+            Err(_) => return done(Err(self.log.poisoned())),
+        };
+        if writer.is_none() {
+            let (queue, receiver) = mpsc::channel();
+            let log = self.log.clone();
+            let spawned = std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || log.write_queued(receiver));
+            match spawned {
+                Ok(thread) => *writer = Some(Writer { queue, thread }),
+                // No thread to be had: append on this one.
+                Err(_) => {
+                    drop(writer);
+                    return done(self.append(&record));
+                }
+            }
+        }
+        if let Some(Writer { queue, .. }) = writer.as_ref()
+            && let Err(mpsc::SendError((record, done))) = queue.send((record, done))
+        {
+            drop(writer);
+            done(self.append(&record));
+        }
+    }
+
     fn healthy(&self) -> bool {
-        self.state.lock().is_ok_and(|state| state.failure.is_none())
+        self.log
+            .state
+            .lock()
+            .is_ok_and(|state| state.failure.is_none())
     }
 }
 

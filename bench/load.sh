@@ -261,7 +261,7 @@ wait_200 "$SANDBOX_PID" 15 -H "Authorization: Bearer $LEGACY_TOKEN" "$SANDBOX_UR
 log "sandbox on $SANDBOX_URL (pid $SANDBOX_PID)"
 
 # --- servers -----------------------------------------------------------------------------------------
-# start_server SERVER(ofc-signer|node) CACHES(warm|off|n/a) NAME: starts it on a free port with a
+# start_server SERVER(ofc-signer|node) CACHES(warm|keys|off|n/a) NAME: starts it on a free port with a
 # fresh state dir, waits for GET /api/v2/pingexpress; sets SRV_PID, SRV_URL, SRV_LOG, SRV_STARTUP_MS.
 start_server() {
   local server="$1" caches="$2" name="$3" port start_ns end_ns us
@@ -274,6 +274,9 @@ start_server() {
   if [[ "$server" == ofc-signer ]]; then
     cmd=("$BINARY" --env custom --customrooturi "$SANDBOX_URL" --disablessl
          --port "$port" --bind 127.0.0.1 --state-dir "$state")
+    # warm: both caches (the metadata cache is opt-in); keys: the default configuration (unlocked
+    # keys cached, wallet and keychain fetched per request as Express does); off: neither.
+    [[ "$caches" == warm ]] && (( HAS_CACHE_FLAGS )) && cmd+=(--metadata-cache-ttl 10)
     [[ "$caches" == off ]] && cmd+=(--key-cache-ttl 0 --metadata-cache-ttl 0)
   else
     cmd=(node "$NODE_DIR/server.js" --port "$port" --bind 127.0.0.1 --customrooturi "$SANDBOX_URL")
@@ -432,7 +435,7 @@ START_TIME="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 signature_crosscheck
 if (( RUN_OFC )); then
   cache_modes="warm"
-  if (( HAS_CACHE_FLAGS )); then cache_modes="warm off"; else
+  if (( HAS_CACHE_FLAGS )); then cache_modes="${CACHE_MODES:-warm keys off}"; else
     log "this binary has no --metadata-cache-ttl: only its default configuration is measured"; fi
   for envelope in $ENVELOPES; do
     for caches in $cache_modes; do

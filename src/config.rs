@@ -260,8 +260,9 @@ pub struct Cli {
     /// At most this many unlocked keys are held (OFC_SIGNER_KEY_CACHE_SIZE; default 1024).
     #[arg(long = "key-cache-size")]
     pub key_cache_size: Option<usize>,
-    /// Wallet and keychain documents are reused for this many seconds per access token;
-    /// 0 disables (OFC_SIGNER_METADATA_CACHE_TTL; default 10).
+    /// Wallet and keychain documents are reused for this many seconds per access token
+    /// (OFC_SIGNER_METADATA_CACHE_TTL; default 0: fetched for every request, as Express does,
+    /// so a revoked token or an upstream change takes effect at once).
     #[arg(long = "metadata-cache-ttl", value_name = "SECONDS")]
     pub metadata_cache_ttl: Option<u64>,
     /// Log line format: text or json (OFC_SIGNER_LOG_FORMAT; default text).
@@ -440,7 +441,7 @@ impl Default for Operations {
     fn default() -> Self {
         Operations {
             key_cache: Default::default(),
-            metadata_cache_ttl: Duration::from_secs(10),
+            metadata_cache_ttl: Duration::ZERO,
             log_format: LogFormat::Text,
             max_connections: 10_000,
             admin_loopback_only: false,

@@ -139,9 +139,38 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         })
 }
 
+/// Both caches on (the metadata cache is opt-in).
+const WARM: [&str; 2] = ["--metadata-cache-ttl", "10"];
+
+#[tokio::test]
+async fn by_default_every_request_fetches_like_express_but_derives_once() {
+    let (setup, key) = ready(&[], EnvelopeVersion::V1).await;
+    for n in 0..3 {
+        let payload = format!("d{n}");
+        assert_signed(
+            &sign(&setup, TOKEN, &payload, PASSPHRASE).await,
+            &key,
+            &payload,
+        );
+    }
+    assert_eq!(upstream_gets(&setup), (3, 3));
+    assert_eq!(kdf_runs(&setup).await, 1.0);
+    // An upstream answer changes what the next request gets at once.
+    setup
+        .sandbox
+        .set_fault(Some(ofc_signer::sandbox::Fault::Respond {
+            status: 401,
+            content_type: "application/json".into(),
+            body: r#"{"error":"unauthorized"}"#.into(),
+        }));
+    let revoked = sign(&setup, TOKEN, "d", PASSPHRASE).await;
+    assert_eq!(revoked.status, 401, "{}", revoked.body);
+    assert_eq!(revoked.field("error"), "unauthorized");
+}
+
 #[tokio::test]
 async fn warm_requests_fetch_once_and_derive_once() {
-    let (setup, key) = ready(&[], EnvelopeVersion::V1).await;
+    let (setup, key) = ready(&WARM, EnvelopeVersion::V1).await;
     for n in 0..5 {
         let payload = format!("payload {n}");
         assert_signed(
@@ -162,7 +191,7 @@ async fn warm_requests_fetch_once_and_derive_once() {
 
 #[tokio::test]
 async fn a_wrong_passphrase_on_an_unlocked_key_is_401_without_a_derivation() {
-    let (setup, key) = ready(&[], EnvelopeVersion::V1).await;
+    let (setup, key) = ready(&WARM, EnvelopeVersion::V1).await;
     assert_signed(&sign(&setup, TOKEN, "a", PASSPHRASE).await, &key, "a");
     assert_eq!(kdf_runs(&setup).await, 1.0);
 
@@ -190,7 +219,7 @@ async fn a_wrong_passphrase_on_an_unlocked_key_is_401_without_a_derivation() {
 
 #[tokio::test]
 async fn a_keychain_reencrypted_upstream_is_refetched_before_401() {
-    let (setup, key) = ready(&[], EnvelopeVersion::V1).await;
+    let (setup, key) = ready(&WARM, EnvelopeVersion::V1).await;
     assert_signed(&sign(&setup, TOKEN, "a", PASSPHRASE).await, &key, "a");
 
     // The user changes the wallet passphrase: BitGo now holds a new envelope of the same key.
@@ -240,7 +269,7 @@ async fn concurrent_requests_for_a_locked_key_wait_for_one_derivation() {
 
 #[tokio::test]
 async fn metrics_parse_and_count_what_happened() {
-    let (setup, key) = ready(&[], EnvelopeVersion::V1).await;
+    let (setup, key) = ready(&WARM, EnvelopeVersion::V1).await;
     for n in 0..3 {
         let payload = format!("m{n}");
         assert_signed(

@@ -5,10 +5,10 @@
 //!    `JSON.stringify` of the parsed value.
 //! 3. Normal mode: `GET /api/v2/ofc/wallet/<id>` with the caller's token; passphrase from the body,
 //!    else `WALLET_<id>_PASSPHRASE`; with a passphrase `GET /api/v2/ofc/key/<keys[0]>`, decrypt the
-//!    user key and sign locally; without one ask BitGo to sign (`POST …/tx/sign`). The wallet and
-//!    keychain documents are reused per token for a few seconds, and a decrypted key stays
-//!    unlocked (checked against a keyed hash of its passphrase) until it is idle for the key
-//!    cache's TTL: a warm request makes no upstream call and runs no KDF.
+//!    user key and sign locally; without one ask BitGo to sign (`POST …/tx/sign`). A decrypted
+//!    key stays unlocked (checked against a keyed hash of its passphrase) until it is idle for
+//!    the key cache's TTL, so a warm request runs no KDF; with `--metadata-cache-ttl` the wallet
+//!    and keychain documents are also reused per token for that long (no upstream call).
 //! 4. Respond `{"payload": <payload string>, "signature": <hex>}`.
 
 use std::sync::Arc;

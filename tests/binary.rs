@@ -39,7 +39,7 @@ impl Drop for Running {
 }
 
 /// Starts the binary and reads stdout until `until` appears (the banner is printed after listen).
-fn start(args: &[&str], env: &[(String, String)], until: &str) -> Running {
+fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(String, String)], until: &str) -> Running {
     let cwd = tempfile::tempdir().unwrap();
     let mut child = Command::new(BINARY)
         .current_dir(cwd.path())
@@ -176,21 +176,7 @@ fn banner_and_acceptance_invocation() {
     }
     let port = free_port().to_string();
     let upstream = sandbox.url();
-    let running = start(
-        &[
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--env",
-            "custom",
-            "--customrooturi",
-            &upstream,
-            "--disablessl",
-        ],
-        &env,
-        "Custom root URI:",
-    );
+    let running = start(&against(&sandbox, &port, &[]), &env, "Custom root URI:");
     assert_eq!(
         running.banner,
         [
@@ -396,11 +382,11 @@ fn signer_mode_banner_and_open_signer_warning() {
     );
 }
 
-/// SIGTERM with requests in flight: they all complete, new connections are no longer accepted,
-/// and the process exits 0.
-#[test]
-fn sigterm_finishes_in_flight_requests() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+/// A sandbox serving the first sign vector's wallet (v1 envelope) to [`TOKEN`]; the vector and
+/// its passphrase.
+fn sandbox_with_a_vector_wallet(
+    runtime: &tokio::runtime::Runtime,
+) -> (Sandbox, &'static ofc_signer::js_json::JsValue, String) {
     let sandbox = runtime.block_on(Sandbox::start()).unwrap();
     sandbox.add_token(TOKEN);
     let vector = kind("sign")
@@ -410,20 +396,39 @@ fn sigterm_finishes_in_flight_requests() {
     let (encrypted, passphrase) = sign_vector_key(vector, EnvelopeKind::V1);
     let wallet_id = text(vector, "walletId");
     sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
+    (sandbox, vector, passphrase)
+}
+
+/// Arguments that run ofc-signer on `127.0.0.1:<port>` against `sandbox`, then `extra`.
+fn against<'a>(sandbox: &Sandbox, port: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        port,
+        "--bind",
+        "127.0.0.1",
+        "--env",
+        "custom",
+        "--customrooturi",
+        &sandbox.url(),
+        "--disablessl",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// SIGTERM with requests in flight: they all complete, new connections are no longer accepted,
+/// and the process exits 0.
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (sandbox, vector, passphrase) = sandbox_with_a_vector_wallet(&runtime);
+    let wallet_id = text(vector, "walletId");
     let port = free_port().to_string();
-    let upstream = sandbox.url();
     let running = start(
-        &[
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--env",
-            "custom",
-            "--customrooturi",
-            &upstream,
-            "--disablessl",
-        ],
+        &against(&sandbox, &port, &[]),
         &[(format!("WALLET_{wallet_id}_PASSPHRASE"), passphrase)],
         "Custom root URI:",
     );
@@ -456,35 +461,21 @@ async fn post_json_owned(url: String, body: String) -> Answer {
 #[test]
 fn json_access_log_in_the_logfile() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sandbox = runtime.block_on(Sandbox::start()).unwrap();
-    sandbox.add_token(TOKEN);
-    let vector = kind("sign")
-        .iter()
-        .find(|v| text(v, "keyLabel") != "root0")
-        .unwrap();
-    let (encrypted, passphrase) = sign_vector_key(vector, EnvelopeKind::V1);
-    let wallet_id = text(vector, "walletId");
-    sandbox.add_wallet(wallet_with(&wallet_id, &text(vector, "pub"), &encrypted));
+    let (sandbox, vector, passphrase) = sandbox_with_a_vector_wallet(&runtime);
     let logs = tempfile::tempdir().unwrap();
     let logfile = logs.path().join("ofc-signer.log");
     let port = free_port().to_string();
-    let upstream = sandbox.url();
     let running = start(
-        &[
-            "--port",
+        &against(
+            &sandbox,
             &port,
-            "--bind",
-            "127.0.0.1",
-            "--env",
-            "custom",
-            "--customrooturi",
-            &upstream,
-            "--disablessl",
-            "--log-format",
-            "json",
-            "--logfile",
-            logfile.to_str().unwrap(),
-        ],
+            &[
+                "--log-format",
+                "json",
+                "--logfile",
+                logfile.to_str().unwrap(),
+            ],
+        ),
         &[],
         "Log location:",
     );

@@ -235,7 +235,8 @@ impl Drop for Secrets {
     }
 }
 
-fn is_sensitive_key(key: &str) -> bool {
+/// Whether a body key names a secret (`walletPassphrase`, `password`, `prv`, …), any case.
+pub(crate) fn is_sensitive_key(key: &str) -> bool {
     SENSITIVE_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
 }
 

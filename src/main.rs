@@ -18,6 +18,7 @@ use ofc_signer::server::{Listener, Prepared};
 use ofc_signer::upstream::client::SystemClock;
 
 fn main() -> ExitCode {
+    keep_secrets_out_of_core_dumps();
     let cli = Cli::parse();
     if cli.version {
         println!("ofc-signer {}", env!("CARGO_PKG_VERSION"));
@@ -36,6 +37,29 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fatal(&message),
+    }
+}
+
+/// This process holds passphrases and decrypted keys: no core file may be written, and (Linux)
+/// the process is not dumpable, which also keeps other processes of the same user from
+/// attaching a debugger or reading its memory. Best effort: a refusal is not fatal.
+fn keep_secrets_out_of_core_dumps() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        let none = Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        };
+        if let Err(error) = setrlimit(Resource::Core, none) {
+            eprintln!("warning: cannot disable core dumps: {error}");
+        }
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("warning: cannot mark the process non-dumpable: {error}");
     }
 }
 

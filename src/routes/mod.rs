@@ -337,10 +337,19 @@ pub mod validation {
             self.0.push(format!("Missing required field '{path}'"));
         }
 
+        /// Express shows the offending value. For a secret field (`walletPassphrase`,
+        /// `password`) an object or array is shown as `[REDACTED]`: whatever it holds was meant
+        /// to be secret. (Scalars are shown as Express shows them: spec §1.1 pins `got '123'`.)
         pub fn invalid(&mut self, path: &str, expected: &str, got: &JsValue) {
-            self.0.push(format!(
-                "Invalid value for '{path}': expected {expected}, got '{}'",
+            let secret_container = crate::error::is_sensitive_key(path)
+                && matches!(got, JsValue::Array(_) | JsValue::Object(_));
+            let got = if secret_container {
+                "[REDACTED]".to_string()
+            } else {
                 shown(got)
+            };
+            self.0.push(format!(
+                "Invalid value for '{path}': expected {expected}, got '{got}'"
             ));
         }
 
@@ -423,6 +432,24 @@ mod tests {
         assert_eq!(
             validation::shown(&js_json::parse(r#"{"a":1,"password":"hunter2"}"#).unwrap()),
             r#"{"a":1,"password":"[REDACTED]"}"#
+        );
+    }
+
+    #[test]
+    fn secret_fields_never_show_a_container() {
+        let value = js_json::parse(r#"{"p":"my passphrase"}"#).unwrap();
+        let mut messages = validation::Messages::default();
+        messages.invalid("walletPassphrase", "string", &value);
+        messages.invalid("walletId", "NonEmptyString", &value);
+        messages.invalid("password", "string", &js_json::parse(r#"["pw"]"#).unwrap());
+        messages.invalid("walletPassphrase", "string", &JsValue::Number(123.0));
+        assert_eq!(
+            messages.finish(),
+            Err("Invalid value for 'walletPassphrase': expected string, got '[REDACTED]'. \
+                 Invalid value for 'walletId': expected NonEmptyString, got '{\"p\":\"my passphrase\"}'. \
+                 Invalid value for 'password': expected string, got '[REDACTED]'. \
+                 Invalid value for 'walletPassphrase': expected string, got '123'."
+                .to_string())
         );
     }
 }

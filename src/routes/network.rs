@@ -26,6 +26,7 @@ use crate::routes::proxy::{self, ForwardBody, ProxyPlan, ProxyRoute};
 use crate::routes::sign_payload::{WalletSignature, sign_with_wallet};
 use crate::server::{AppState, Signing};
 use crate::store::idempotency::{Begin, Outcome, RequestKey};
+use crate::upstream::client::UpstreamRequest;
 use crate::upstream::client::{UpstreamResponse, upstream_status_error};
 
 /// The routes ofc-signer can sign for.
@@ -238,18 +239,14 @@ async fn encrypt_connection_key(
     let path = format!("/api/network/v1/enterprises/{enterprise_id}/partners");
     let mut lookup = JsObject::new();
     lookup.insert("ids", JsValue::Array(vec![partner_id.clone()]));
-    let mut request = caller
-        .upstream(Method::GET, &path)
-        .json_body(JsValue::Object(lookup).to_json());
-    if let Ok(value) = HeaderValue::from_str(enterprise_id) {
-        request = request.header(HeaderName::from_static("enterprise-id"), value);
-    }
-    let partners = state
-        .upstream
-        .send(request)
-        .await
-        .map_err(|e| at_step(e, "partner lookup"))?
-        .json();
+    let partners = enterprise_call(
+        state,
+        caller.upstream(Method::GET, &path),
+        enterprise_id,
+        JsValue::Object(lookup),
+        "partner lookup",
+    )
+    .await?;
     let list = partners
         .get("partners")
         .and_then(JsValue::as_array)
@@ -532,6 +529,27 @@ async fn sign(
     Ok(JsValue::Object(fields).to_json().into_bytes())
 }
 
+/// A JSON call to BitGo on an enterprise's behalf (`enterprise-id` header, as Express adds on
+/// enterprise routes); its error names `step`.
+async fn enterprise_call(
+    state: &AppState,
+    request: UpstreamRequest<'_>,
+    enterprise_id: &str,
+    body: JsValue,
+    step: &str,
+) -> Result<JsValue, ApiError> {
+    let mut request = request.json_body(body.to_json());
+    if let Ok(value) = HeaderValue::from_str(enterprise_id) {
+        request = request.header(HeaderName::from_static("enterprise-id"), value);
+    }
+    Ok(state
+        .upstream
+        .send(request)
+        .await
+        .map_err(|e| at_step(e, step))?
+        .json())
+}
+
 /// BitGo's canonical payload for a request (`POST …/signing`, answered `{"payload": "…"}`).
 async fn signing_payload(
     state: &AppState,
@@ -540,18 +558,14 @@ async fn signing_payload(
     path: &str,
     request: JsObject,
 ) -> Result<JsString, ApiError> {
-    let mut upstream = caller
-        .upstream(Method::POST, path)
-        .json_body(JsValue::Object(request).to_json());
-    if let Ok(value) = HeaderValue::from_str(enterprise_id) {
-        upstream = upstream.header(HeaderName::from_static("enterprise-id"), value);
-    }
-    let answer = state
-        .upstream
-        .send(upstream)
-        .await
-        .map_err(|e| at_step(e, "signing payload"))?
-        .json();
+    let answer = enterprise_call(
+        state,
+        caller.upstream(Method::POST, path),
+        enterprise_id,
+        JsValue::Object(request),
+        "signing payload",
+    )
+    .await?;
     answer
         .get("payload")
         .and_then(JsValue::as_js_string)

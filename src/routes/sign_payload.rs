@@ -119,17 +119,7 @@ pub async fn handle(
         &request.payload,
     )
     .await?;
-    state
-        .audit(
-            parts,
-            "POST /api/v2/ofc/signPayload",
-            &signed.audit_entry(&wallet_id, &request.payload),
-        )
-        .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        response_body(&request.payload, signed.signature.as_ref()),
-    ))
+    audited_response(state, parts, &wallet_id, &request.payload, &signed).await
 }
 
 /// A signature made for a trading account, and what the audit log says about it.
@@ -412,20 +402,31 @@ pub async fn handle_signer_mode(
     let message = request.payload.to_utf8_lossy();
     let signature = JsValue::from(sign_message_hex(key.key(), message.as_bytes()));
     let signed = WalletSignature {
-        signature: Some(signature.clone()),
+        signature: Some(signature),
         enterprise: None,
         outcome: "signed",
     };
+    audited_response(state, parts, &wallet_id, &request.payload, &signed).await
+}
+
+/// The signature goes into the audit log (durably) before `{payload, signature}` is answered.
+async fn audited_response(
+    state: &AppState,
+    parts: &Parts,
+    wallet_id: &str,
+    payload: &JsString,
+    signed: &WalletSignature,
+) -> Result<Response, ApiError> {
     state
         .audit(
             parts,
             "POST /api/v2/ofc/signPayload",
-            &signed.audit_entry(&wallet_id, &request.payload),
+            &signed.audit_entry(wallet_id, payload),
         )
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        response_body(&request.payload, Some(&signature)),
+        response_body(payload, signed.signature.as_ref()),
     ))
 }
 

@@ -166,3 +166,157 @@ async fn kill_between_store_write_and_upstream_reply_never_duplicates() {
     let report = ofc_signer::store::audit::verify(state_dir.path().join("audit.log")).unwrap();
     assert!(report.records >= 3, "{report:?}");
 }
+
+/// A small seeded generator (xorshift64*), so a failing run can be replayed with `CRASH_SEED`.
+struct Dice(u64);
+
+impl Dice {
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        low + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (high - low)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Issue 6 item 5: clients submit settlements through sign-and-forward without pause while
+/// ofc-signer is killed with SIGKILL at random moments and restarted on the same state directory
+/// (`CRASH_KILLS` times, 6 by default). Each client retries its request until it gets an answer, as a
+/// partner's client would. In the end every settlement exists exactly once upstream, no client
+/// ever saw a conflict, and the audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_loop_under_load_leaves_no_duplicate_settlement() {
+    const CLIENTS: usize = 6;
+    let kills = env_number("CRASH_KILLS", 6);
+    let per_client = env_number("CRASH_SETTLEMENTS_PER_CLIENT", 10) as usize;
+    let seed = env_number(
+        "CRASH_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    );
+    println!("CRASH_SEED={seed}");
+    let mut dice = Dice(seed);
+
+    let sandbox = Sandbox::start().await.unwrap();
+    sandbox.add_token(TOKEN);
+    let xprv = master_xprv_from_seed(b"crash loop trading account").unwrap();
+    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
+    sandbox.add_wallet(wallet_with(
+        WALLET,
+        &xpub_from_xprv(&xprv).unwrap(),
+        &encrypted,
+    ));
+    sandbox.add_enterprise(ENTERPRISE, WALLET);
+    // BitGo takes a little while to create a settlement, so kills also land while it is in flight.
+    sandbox.set_fault(Some(Fault::On {
+        path_suffix: "/partners/settlements".into(),
+        fault: Box::new(Fault::Delay { ms: 15 }),
+    }));
+    let state_dir = tempfile::tempdir().unwrap();
+
+    let port = free_port();
+    let current = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(port));
+    let mut child = spawn(port, &sandbox.url(), state_dir.path());
+    wait_until_listening(port).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client_index| {
+            let (current, stop) = (current.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut attempts, mut done) = (0usize, 0usize);
+                // Submit until the killing is over, and at least `per_client` settlements.
+                while done < per_client || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let body = format!(
+                        r#"{{"externalId":"loop-{client_index}-{done}","settlementAmounts":{{"a":{{"BTC":"{done}"}}}}}}"#
+                    );
+                    loop {
+                        attempts += 1;
+                        let port = current.load(std::sync::atomic::Ordering::SeqCst);
+                        let sent = client()
+                            .post(format!("http://127.0.0.1:{port}/api/network/v1/enterprises/{ENTERPRISE}/partners/settlements"))
+                            .header("authorization", format!("Bearer {TOKEN}"))
+                            .header("content-type", "application/json")
+                            .timeout(Duration::from_secs(20))
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(response) if response.status().is_success() => break,
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                let text = response.text().await.unwrap_or_default();
+                                assert!(
+                                    status >= 500,
+                                    "loop-{client_index}-{done}: {status} {text}"
+                                );
+                            }
+                            Err(_) => {} // killed mid-request, or not listening yet
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    done += 1;
+                }
+                (done, attempts)
+            })
+        })
+        .collect();
+
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(dice.between(50, 700))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let port = free_port();
+        child = spawn(port, &sandbox.url(), state_dir.path());
+        wait_until_listening(port).await;
+        current.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (mut attempts, mut per_client_done) = (0, Vec::new());
+    for client in clients {
+        let (done, tries) = tokio::time::timeout(Duration::from_secs(120), client)
+            .await
+            .expect("the clients finished")
+            .unwrap();
+        per_client_done.push(done);
+        attempts += tries;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let total: usize = per_client_done.iter().sum();
+    println!("{total} settlements, {attempts} attempts, {kills} kills");
+    assert!(
+        kills == 0 || attempts > total,
+        "no kill interrupted a request, so nothing was tested"
+    );
+    let settlements = sandbox.settlements();
+    for (client_index, done) in per_client_done.iter().enumerate() {
+        for n in 0..*done {
+            let id = format!("loop-{client_index}-{n}");
+            let created = settlements
+                .iter()
+                .filter(|s| s.get("externalId").and_then(|e| e.as_str()) == Some(id.as_str()))
+                .count();
+            assert_eq!(
+                created, 1,
+                "{id} exists exactly once upstream (seed {seed})"
+            );
+        }
+    }
+    assert_eq!(sandbox.create_count(), total, "seed {seed}");
+    let report = ofc_signer::store::audit::verify(state_dir.path().join("audit.log"))
+        .unwrap_or_else(|e| panic!("audit chain (seed {seed}): {e}"));
+    assert!(report.records >= total as u64, "{report:?}");
+}

@@ -215,6 +215,24 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
+/// Redirects as superagent follows them: at most [`MAX_REDIRECTS`], after which the last 3xx
+/// answer is the answer (a non-2xx, so an `ApiResponseError` with its status). One difference: a
+/// URL already requested in the chain is never requested again, so a redirect loop cannot make a
+/// request (a settlement POST answered `307` to itself, say) reach BitGo twice (spec §11.13).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let seen = attempt.previous();
+        if seen.len() > MAX_REDIRECTS || seen.contains(attempt.url()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// superagent's default `redirects(5)`.
+const MAX_REDIRECTS: usize = 5;
+
 /// What the client needs to know.
 pub struct ClientSettings {
     pub base_url: String,
@@ -240,7 +258,7 @@ impl UpstreamClient {
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::limited(5));
+            .redirect(redirect_policy());
         builder = match &settings.proxy {
             Some(url) => builder.proxy(
                 reqwest::Proxy::all(url).map_err(|e| format!("invalid BITGO_USE_PROXY: {e}"))?,

@@ -45,6 +45,10 @@ use sha2::{Digest, Sha256};
 const UPSTREAM_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a request head (request line and headers) may take: Node's default
+/// `--max-http-header-size`, 16 KiB; more is `431` (hyper's own default is ~400 KiB per
+/// connection).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Where signPayload requests are served from.
 pub enum Signing {
@@ -390,8 +394,23 @@ async fn dispatch(State(state): State<Arc<AppState>>, mut request: Request) -> R
     }
     let route = routes::resolve(&method, &path);
     let timeout = state.config.timeout;
+    let body = Arc::new(BodyProgress::default());
+    let request = request.map(|inner| {
+        axum::body::Body::new(TrackedBody {
+            inner,
+            progress: body.clone(),
+        })
+    });
     let mut response = match tokio::time::timeout(timeout, serve(&state, route, request)).await {
         Ok(response) => response,
+        // The client was still sending the body: its fault, not ours (Node's `requestTimeout`
+        // answers 408 too; Express's 503 `connect-timeout` starts only once the body is read).
+        Err(_) if body.incomplete() => ApiError::body_parser(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutError",
+            "Request Timeout",
+        )
+        .into_response(),
         Err(_) => ApiError::body_parser(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailableError",
@@ -422,6 +441,51 @@ async fn dispatch(State(state): State<Arc<AppState>>, mut request: Request) -> R
 }
 
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("request-id");
+
+/// Whether a handler has started reading the request body and whether it has all arrived.
+#[derive(Debug, Default)]
+struct BodyProgress {
+    started: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl BodyProgress {
+    /// Being read, and not all there yet: a request timeout now is the client's slowness.
+    fn incomplete(&self) -> bool {
+        self.started.load(Ordering::Acquire) && !self.finished.load(Ordering::Acquire)
+    }
+}
+
+/// The request body, reporting its [`BodyProgress`].
+struct TrackedBody {
+    inner: axum::body::Body,
+    progress: Arc<BodyProgress>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.progress.started.store(true, Ordering::Release);
+        let frame = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, std::task::Poll::Ready(None)) {
+            self.progress.finished.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A refusal (401/403): counted apart from failures.
 fn refuse(state: &AppState, reason: Refusal, error: ApiError) -> Response {
@@ -665,6 +729,10 @@ pub async fn serve_listener(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        // A client may shut its write side once the request is sent: it is still answered, as
+        // Node (`allowHalfOpen`) does.
+        .half_close(true)
         .keep_alive(true);
     builder
         .http2()
@@ -698,6 +766,7 @@ pub async fn serve_listener(
             tls.clone(),
         );
         let open = metrics.connection();
+        let idle = settings.header_read_timeout;
         tokio::spawn(async move {
             let _held = (slot, open);
             match (stream, tls) {
@@ -712,14 +781,14 @@ pub async fn serve_listener(
                         client_certificate: stream.get_ref().1.peer_certificates().is_some(),
                         loopback,
                     };
-                    serve_connection(stream, info, app, &builder, watcher).await;
+                    serve_connection(stream, info, app, &builder, watcher, idle).await;
                 }
                 (Accepted::Tcp(stream, loopback), None) => {
                     let info = ConnectionInfo {
                         client_certificate: false,
                         loopback,
                     };
-                    serve_connection(stream, info, app, &builder, watcher).await;
+                    serve_connection(stream, info, app, &builder, watcher, idle).await;
                 }
                 #[cfg(unix)]
                 (Accepted::Unix(stream), _) => {
@@ -727,7 +796,7 @@ pub async fn serve_listener(
                         client_certificate: false,
                         loopback: true,
                     };
-                    serve_connection(stream, info, app, &builder, watcher).await;
+                    serve_connection(stream, info, app, &builder, watcher, idle).await;
                 }
             }
         });
@@ -775,20 +844,217 @@ async fn serve_connection<S>(
     app: Router,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    idle: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = tower::ServiceExt::map_request(
-        app,
+    let activity = Arc::new(Activity::new());
+    let stream = ClientIo::new(stream, idle, activity.clone());
+    let service = tower::service_fn({
+        let activity = activity.clone();
         move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(info);
-            request
-        },
-    );
+            let in_flight = activity.begin();
+            let app = app.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(app, request).await;
+                drop(in_flight);
+                response
+            }
+        }
+    });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(%error, "connection ended with an error");
+    tokio::select! {
+        result = watcher.watch(connection.into_owned()) => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        // hyper cuts idle HTTP/1 connections itself (`header_read_timeout`) but has no idle
+        // timeout for HTTP/2: a connection with nothing in flight that has sent nothing for the
+        // keep-alive timeout is closed, whatever its protocol.
+        () = activity.idle_for(idle) => tracing::debug!("closing an idle connection"),
+    }
+}
+
+/// What a connection has been doing: requests in flight and when it last did something.
+struct Activity {
+    since: Instant,
+    /// Milliseconds after `since` of the last bytes received or sent, or request begun or finished.
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            since: Instant::now(),
+            last_ms: Default::default(),
+            in_flight: Default::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// A request in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    /// Resolves once nothing has been in flight or received for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = self.since.elapsed().saturating_sub(last);
+            let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
+                limit
+            } else if quiet >= limit {
+                return;
+            } else {
+                (limit - quiet).max(Duration::from_millis(100))
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A client connection whose protocol must be decided within a deadline. hyper-util reads the
+/// first bytes to choose between HTTP/1 and HTTP/2 (up to the 24-byte HTTP/2 preface) with no
+/// timer of its own, so a client that sends nothing, or a slice of the preface, would hold its
+/// connection slot forever. Until the bytes received stop matching the preface (HTTP/1) or
+/// complete it (HTTP/2) a pending read fails once `deadline` has passed; after that, reads pass
+/// through and hyper's own timers apply. Bytes received and sent are recorded as [`Activity`].
+struct ClientIo<S> {
+    inner: S,
+    /// Every byte received counts as activity.
+    activity: Arc<Activity>,
+    /// Armed while the protocol is undecided.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes of the preface matched so far.
+    matched: usize,
+}
+
+impl<S> ClientIo<S> {
+    fn new(inner: S, deadline: Duration, activity: Arc<Activity>) -> Self {
+        ClientIo {
+            inner,
+            activity,
+            deadline: Some(Box::pin(tokio::time::sleep(deadline))),
+            matched: 0,
+        }
+    }
+
+    /// Bytes going out count as activity too: a large answer to a slow reader is not idle.
+    fn wrote(&self, written: &std::task::Poll<std::io::Result<usize>>) {
+        if matches!(written, std::task::Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
+        }
+    }
+
+    /// Follows the protocol detection over newly received bytes.
+    fn received(&mut self, bytes: &[u8]) {
+        let expected = &H2_PREFACE[self.matched..];
+        let n = bytes.len().min(expected.len());
+        if bytes.is_empty() || bytes[..n] != expected[..n] || self.matched + n == H2_PREFACE.len() {
+            // EOF, HTTP/1, or the whole preface: decided.
+            self.deadline = None;
+        } else {
+            self.matched += n;
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.activity.touch();
+                }
+                if self.deadline.is_some() {
+                    self.received(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = self
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the headers timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -130,6 +130,24 @@ async fn body_parser_failures_keep_status_codes_with_json_bodies() {
         assert_eq!(answer.field("name"), "SyntaxError");
         assert_eq!(answer.content_type, "application/json; charset=utf-8");
     }
+    // V8's excerpt around the fault is Express's message, unless the body names a secret field:
+    // then part of the passphrase could be in it, so it is withheld.
+    let plain = post_json(&url, r#"{"walletId":x}"#, None).await;
+    assert_eq!(
+        plain.field("message"),
+        r#"Unexpected token 'x', "{"walletId":x}" is not valid JSON"#
+    );
+    let secret = post_json(&url, r#"{"walletId":"w","walletPassphrase":hunter2}"#, None).await;
+    assert_eq!(secret.status, 400);
+    assert_eq!(secret.field("name"), "SyntaxError");
+    assert!(!secret.body.contains("hunter"), "{}", secret.body);
+    assert!(
+        secret
+            .field("message")
+            .starts_with("Unexpected token in JSON"),
+        "{}",
+        secret.body
+    );
     let answer = answer(
         client()
             .post(&url)

@@ -300,12 +300,24 @@ pub fn decode_typed_body(parts: &Parts, bytes: &[u8]) -> Result<TypedBody, ApiEr
                 format!("unsupported charset \"{charset}\""),
             ));
         }
-        BodyKind::Json => js_json::parse_body(bytes).map_err(|e| {
-            ApiError::body_parser(StatusCode::BAD_REQUEST, "SyntaxError", e.to_string())
-        })?,
+        BodyKind::Json => js_json::parse_body(bytes).map_err(|e| syntax_error(bytes, e))?,
     };
     let secrets = Secrets::from_request_body(&value);
     Ok(TypedBody { value, secrets })
+}
+
+/// body-parser's `400 SyntaxError`. V8's "Unexpected token" message quotes up to 10 characters
+/// on each side of the fault; when the body names a secret field (`walletPassphrase`, `prv`, …)
+/// that excerpt could hold part of the secret, so it is withheld (a README difference).
+fn syntax_error(body: &[u8], error: js_json::JsonError) -> ApiError {
+    let message = if error.message.starts_with("Unexpected token '")
+        && crate::error::mentions_sensitive_key(body)
+    {
+        "Unexpected token in JSON (excerpt withheld: the body has a secret field)".to_string()
+    } else {
+        error.message
+    };
+    ApiError::body_parser(StatusCode::BAD_REQUEST, "SyntaxError", message)
 }
 
 /// io-ts style validation messages (spec §0.4).

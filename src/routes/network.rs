@@ -24,6 +24,7 @@ use crate::js_json::{JsObject, JsString, JsValue};
 use crate::routes::Caller;
 use crate::routes::proxy::{self, ForwardBody, ProxyPlan, ProxyRoute};
 use crate::routes::sign_payload::{WalletSignature, sign_with_wallet};
+use crate::routes::validation::Messages;
 use crate::server::{AppState, Signing};
 use crate::store::idempotency::{Begin, Outcome, RequestKey};
 use crate::upstream::client::UpstreamRequest;
@@ -326,16 +327,33 @@ async fn sign_and_forward(
     enterprise_id: &str,
     mut fields: JsObject,
 ) -> Result<Response, ApiError> {
-    // The trading account and its passphrase never travel upstream.
-    let wallet_id = match fields.remove("walletId") {
-        Some(JsValue::String(id)) if !id.is_empty() => id.to_utf8_lossy().into_owned(),
+    // The trading account and its passphrase never travel upstream. Given with the wrong type,
+    // they are refused as signPayload refuses them, never silently replaced.
+    let wallet_field = fields.remove("walletId");
+    let passphrase_field = fields.remove("walletPassphrase");
+    let mut messages = Messages::default();
+    if let Some(other) = wallet_field
+        .as_ref()
+        .filter(|v| !matches!(v, JsValue::String(id) if !id.is_empty()))
+    {
+        messages.invalid("walletId", "NonEmptyString", other);
+    }
+    if let Some(other) = passphrase_field
+        .as_ref()
+        .filter(|v| !matches!(v, JsValue::String(_)))
+    {
+        messages.invalid("walletPassphrase", "string", other);
+    }
+    messages.finish().map_err(ApiError::validation)?;
+    let wallet_id = match wallet_field {
+        Some(JsValue::String(id)) => id.to_utf8_lossy().into_owned(),
         _ => state.config.trading_accounts.get(enterprise_id).cloned().ok_or_else(|| {
             bad_request(format!(
                 "walletId is required to sign this request (or configure --trading-account {enterprise_id}=<walletId>)"
             ))
         })?,
     };
-    let passphrase = match fields.remove("walletPassphrase") {
+    let passphrase = match passphrase_field {
         Some(JsValue::String(p)) => Some(Zeroizing::new(p.to_utf8_lossy().into_owned())),
         _ => None,
     };

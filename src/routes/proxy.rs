@@ -177,6 +177,20 @@ pub fn plan(method: &Method, original: &str, disable_proxy: bool) -> Result<Prox
     Err(NotProxied::NotApi)
 }
 
+/// Whether the path of `upstream_path` has a `.` or `..` segment once percent-decoded (once or
+/// twice) with `%2F` and `\` read as separators, as some servers read them: such a path could
+/// climb out of `/api/` there. No BitGo route has one; they are refused like the plain dot
+/// segments the upstream client refuses (URL normalisation would change the signed path).
+pub fn hides_dot_segment(upstream_path: &str) -> bool {
+    let path = upstream_path.split(['?', '#']).next().unwrap_or("");
+    let once = decode_once(path);
+    let twice = decode_once(&once);
+    [path, &once, &twice].iter().any(|path| {
+        path.split(['/', '\\'])
+            .any(|segment| segment == "." || segment == "..")
+    })
+}
+
 /// The body sent upstream and its Content-Type (spec §5.2).
 pub struct ForwardBody {
     pub bytes: Option<Bytes>,
@@ -283,6 +297,16 @@ pub async fn handle(state: &AppState, mut parts: Parts, body: Body) -> Response 
         }
         Err(NotProxied::Disabled) => return cannot(&parts),
     };
+    if hides_dot_segment(&plan.upstream_path) {
+        return ApiError::api_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid upstream path {}: '.' and '..' segments are not allowed",
+                plan.upstream_path
+            ),
+        )
+        .render(&Secrets::default());
+    }
     if !matches!(
         parts.method,
         Method::GET
@@ -422,6 +446,28 @@ mod tests {
             Err(NotProxied::Disabled)
         );
         assert_eq!(plan_disabled("/api/foo"), Err(NotProxied::Disabled));
+    }
+
+    #[test]
+    fn hidden_dot_segments_are_found() {
+        for path in [
+            "/api/../admin",
+            "/api%2F..%2Fadmin",
+            "/api/network/v1/x%2F..%2F..%2Fadmin?q=1",
+            "/api/v2/ofc/..\\..\\admin",
+            "/api/v2/ofc/%252e%252e/admin",
+            "/api/v2/ofc/wallet/w%2F.",
+        ] {
+            assert!(hides_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/api/v2/ofc/wallet/w",
+            "/api/v2/ofc/wallet/w?next=/../../admin",
+            "/api/v2/ofc/wallet/a..b/...",
+            "/api/v2/ofc/wallet/%2e%2ex",
+        ] {
+            assert!(!hides_dot_segment(path), "{path}");
+        }
     }
 
     fn plan_disabled(url: &str) -> Result<ProxyPlan, NotProxied> {

@@ -15,14 +15,6 @@ use ofc_signer::sandbox::{DEMO_ENTERPRISE_ID, DEMO_SEED, DOCS_TOKEN, DOCS_WALLET
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running binary, killed on drop.
 struct Running {
     child: Child,

@@ -8,22 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ofc_signer::keys::envelope::{self, EnvelopeVersion};
-use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};
 use ofc_signer::sandbox::{Fault, Sandbox};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 const ENTERPRISE: &str = "c0c0c0c0c0c0c0c0c0c0c0c0";
 const WALLET: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
 const PASSPHRASE: &str = "crash test passphrase";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(port: u16, upstream: &str, state_dir: &std::path::Path) -> Child {
     Command::new(BINARY)
@@ -74,16 +64,13 @@ fn submissions(sandbox: &Sandbox) -> Vec<bytes::Bytes> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_between_store_write_and_upstream_reply_never_duplicates() {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.add_token(TOKEN);
-    let xprv = master_xprv_from_seed(b"crash test trading account").unwrap();
-    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
-    sandbox.add_wallet(wallet_with(
+    let sandbox = sandbox_with_trading_account(
+        b"crash test trading account",
+        ENTERPRISE,
         WALLET,
-        &xpub_from_xprv(&xprv).unwrap(),
-        &encrypted,
-    ));
-    sandbox.add_enterprise(ENTERPRISE, WALLET);
+        PASSPHRASE,
+    )
+    .await;
     let state_dir = tempfile::tempdir().unwrap();
     let body = r#"{"externalId":"crash-1","settlementAmounts":{"a":{"BTC":"10"}}}"#;
 
@@ -207,16 +194,13 @@ async fn kill_and_restart_loop_under_load_leaves_no_duplicate_settlement() {
     println!("CRASH_SEED={seed}");
     let mut dice = Dice(seed);
 
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.add_token(TOKEN);
-    let xprv = master_xprv_from_seed(b"crash loop trading account").unwrap();
-    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
-    sandbox.add_wallet(wallet_with(
+    let sandbox = sandbox_with_trading_account(
+        b"crash loop trading account",
+        ENTERPRISE,
         WALLET,
-        &xpub_from_xprv(&xprv).unwrap(),
-        &encrypted,
-    ));
-    sandbox.add_enterprise(ENTERPRISE, WALLET);
+        PASSPHRASE,
+    )
+    .await;
     // BitGo takes a little while to create a settlement, so kills also land while it is in flight.
     sandbox.set_fault(Some(Fault::On {
         path_suffix: "/partners/settlements".into(),

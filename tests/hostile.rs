@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, object_keys, wallet_with};
+use common::{TOKEN, free_port, object_keys, wallet_with};
 use ofc_signer::js_json::{self, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};
 use ofc_signer::keys::xprv::{master_xprv_from_seed, public_key_from_extended, xpub_from_xprv};
@@ -79,11 +79,7 @@ impl Drop for Server {
 impl Server {
     fn spawn(upstream: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(BINARY)
             .current_dir(dir.path())
             .args([

@@ -11,8 +11,6 @@ use clap::Parser;
 use common::*;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::js_json::{self, JsObject, JsValue};
-use ofc_signer::keys::envelope::{self, EnvelopeVersion};
-use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};
 use ofc_signer::sandbox::{Fault, Partner, Sandbox};
 use ofc_signer::store::audit::{AuditError, AuditLog, AuditRecord};
 use ofc_signer::upstream::client::SystemClock;
@@ -28,16 +26,13 @@ fn network_vector() -> &'static JsValue {
 
 /// A sandbox with an enterprise whose trading account key comes from a public seed.
 async fn network_sandbox() -> Sandbox {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.add_token(TOKEN);
-    let xprv = master_xprv_from_seed(b"network test trading account").unwrap();
-    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
-    sandbox.add_wallet(wallet_with(
+    let sandbox = sandbox_with_trading_account(
+        b"network test trading account",
+        ENTERPRISE,
         TRADING_ACCOUNT,
-        &xpub_from_xprv(&xprv).unwrap(),
-        &encrypted,
-    ));
-    sandbox.add_enterprise(ENTERPRISE, TRADING_ACCOUNT);
+        PASSPHRASE,
+    )
+    .await;
     sandbox.add_partner(
         ENTERPRISE,
         Partner {

@@ -148,14 +148,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn body(pairs: &[(&str, JsValue)]) -> String {
     let mut object = JsObject::new();
     for (key, value) in pairs {

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ofc_signer::config::Env;
-use ofc_signer::keys::envelope::{self, EnvelopeVersion};
-use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};
 use ofc_signer::sandbox::Sandbox;
 use ofc_signer::upstream::client::SystemClock;
 use ofc_signer::upstream::hmac::{
@@ -379,16 +377,9 @@ struct World {
 }
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.add_token(TOKEN);
-    let xprv = master_xprv_from_seed(b"upstream fault matrix").unwrap();
-    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
-    sandbox.add_wallet(wallet_with(
-        WALLET,
-        &xpub_from_xprv(&xprv).unwrap(),
-        &encrypted,
-    ));
-    sandbox.add_enterprise(ENTERPRISE, WALLET);
+    let sandbox =
+        sandbox_with_trading_account(b"upstream fault matrix", ENTERPRISE, WALLET, PASSPHRASE)
+            .await;
     let sandbox_addr = sandbox.url().trim_start_matches("http://").parse().unwrap();
     let proxy = FaultProxy::start(sandbox_addr).await;
     let env = Env::from_pairs([(format!("WALLET_{WALLET}_PASSPHRASE"), PASSPHRASE)]);

@@ -97,6 +97,39 @@ pub fn wallet_with(wallet_id: &str, xpub: &str, encrypted: &str) -> SandboxWalle
     }
 }
 
+/// A port nothing listens on right now (for a spawned binary's `--port`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A sandbox that knows [`TOKEN`] and has a Go Network enterprise whose trading account's key
+/// comes from the public `seed`, in a v1 envelope under `passphrase`.
+pub async fn sandbox_with_trading_account(
+    seed: &[u8],
+    enterprise: &str,
+    wallet_id: &str,
+    passphrase: &str,
+) -> Sandbox {
+    use ofc_signer::keys::envelope::{self, EnvelopeVersion};
+    use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};
+    let sandbox = Sandbox::start().await.expect("sandbox");
+    sandbox.add_token(TOKEN);
+    let xprv = master_xprv_from_seed(seed).expect("seed");
+    let encrypted =
+        envelope::encrypt(passphrase, &xprv, EnvelopeVersion::V1, None).expect("envelope");
+    sandbox.add_wallet(wallet_with(
+        wallet_id,
+        &xpub_from_xprv(&xprv).expect("xpub"),
+        &encrypted,
+    ));
+    sandbox.add_enterprise(enterprise, wallet_id);
+    sandbox
+}
+
 /// A running ofc-signer (in-process, real socket).
 pub struct Signer {
     pub url: String,

@@ -2019,6 +2019,163 @@ async fn path_tricks(ctx: &Ctx) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 10. Random damage: thousands of mutated requests
+// ------------------------------------------------------------------------------------------------
+
+/// How many randomly damaged requests part 10 sends (`HOSTILE_MUTATIONS` overrides).
+const MUTATIONS: usize = 3000;
+
+/// A seeded xorshift64* (the seed is printed, `HOSTILE_SEED` replays a run).
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    }
+}
+
+/// `body` with one random kind of damage: a byte replaced (by a structural character, a quote, a
+/// control character, a non-ASCII byte or anything), a range removed, duplicated or cut off,
+/// random bytes inserted.
+fn damaged(dice: &mut Dice, body: &[u8]) -> Vec<u8> {
+    const NASTY: &[u8] = b"{}[]\":,\\\0\x01\n\t\x7f\xc3\xff-+.eE0123456789nulltruefalse";
+    let mut out = body.to_vec();
+    if out.is_empty() {
+        return NASTY[..1 + dice.below(NASTY.len())].to_vec();
+    }
+    let at = dice.below(out.len());
+    let len = 1 + dice.below(8.min(out.len() - at));
+    match dice.below(6) {
+        0 => out[at] = NASTY[dice.below(NASTY.len())],
+        1 => out[at] = dice.below(256) as u8,
+        2 => {
+            out.drain(at..at + len);
+        }
+        3 => {
+            let copy = out[at..at + len].to_vec();
+            out.splice(at..at, copy);
+        }
+        4 => out.truncate(at),
+        _ => {
+            let junk: Vec<u8> = (0..len).map(|_| NASTY[dice.below(NASTY.len())]).collect();
+            out.splice(at..at, junk);
+        }
+    }
+    out
+}
+
+/// The 5xx answers Express itself gives a well-formed request the damage made incomplete: no
+/// usable passphrase (spec §1.4, §1.7), and every decrypt failure (§3.1: a missing or mistyped
+/// parameter, an envelope that does not parse or open). Any other 5xx is a failure.
+fn express_defined_500(path: &str, body: &JsValue) -> bool {
+    let message = body.get("message").and_then(JsValue::as_str).unwrap_or("");
+    let name = body.get("name").and_then(JsValue::as_str).unwrap_or("");
+    (path.ends_with("/decrypt") && name == "Error")
+        || [
+            "Wallet must use user key to sign ofc transaction",
+            "Could not find wallet passphrase",
+        ]
+        .iter()
+        .any(|known| message.starts_with(known))
+}
+
+async fn random_damage(ctx: &Ctx) {
+    let cases = std::env::var("HOSTILE_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MUTATIONS);
+    let seed = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("hostile: HOSTILE_SEED={seed}");
+    let mut dice = Dice(seed);
+    let bases: Vec<(String, String)> = vec![
+        (
+            SIGN_PATH.to_string(),
+            sign_body(r#"{"amount":"1.5","list":[1,2.5e3,-0,true,null],"s":"\u00e9\n"}"#),
+        ),
+        (
+            settlement_path(),
+            format!(
+                r#"{{"walletId":"{WALLET}","walletPassphrase":"{PASSPHRASE}","externalId":"damage","settlementAmounts":{{"09684b38-49ed-4cf6-a28e-c3a459494c69":{{"BTC":"1","ETH":"-2"}}}},"notes":"n"}}"#
+            ),
+        ),
+        // decrypt of a v1 envelope: one PBKDF2 per request (encrypt would run Argon2id).
+        (
+            "/api/v2/decrypt".to_string(),
+            JsValue::Object({
+                let mut body = ofc_signer::js_json::JsObject::new();
+                let input = envelope::encrypt(PASSPHRASE, "plain text", EnvelopeVersion::V1, None)
+                    .expect("envelope");
+                body.insert("input", input.as_str());
+                body.insert("password", PASSPHRASE);
+                body
+            })
+            .to_json(),
+        ),
+    ];
+    let mut tally: std::collections::BTreeMap<u16, usize> = Default::default();
+    let mut closed = 0;
+    let requests: Vec<(String, String, Vec<u8>)> = (0..cases)
+        .map(|i| {
+            let (path, body) = &bases[dice.below(bases.len())];
+            let mut body = damaged(&mut dice, body.as_bytes());
+            if dice.below(4) == 0 {
+                body = damaged(&mut dice, &body);
+            }
+            (format!("10 damage #{i} {path}"), path.clone(), body)
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in requests.chunks(16) {
+        let raw: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(_, path, body)| post(path, body))
+            .collect();
+        let outcomes =
+            futures::future::join_all(raw.iter().map(|request| exchange(ctx.port, request, false)))
+                .await;
+        for ((case, path, body), outcome) in batch.iter().zip(outcomes) {
+            let case = format!("{case}: {}", String::from_utf8_lossy(body));
+            no_secrets(&case, &outcome);
+            let Outcome::Reply(reply) = &outcome else {
+                closed += 1;
+                continue;
+            };
+            *tally.entry(reply.status).or_default() += 1;
+            if (200..300).contains(&reply.status) {
+                continue;
+            }
+            let error = express_body(&case, reply, Origin::Relayed);
+            assert!(
+                reply.status < 500 || express_defined_500(path, &error),
+                "{case}: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+    note_text(
+        &format!("10 {cases} randomly damaged bodies (signPayload, settlements, decrypt)"),
+        format!(
+            "statuses {tally:?}; {closed} closed without an answer; {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    assert_eq!(closed, 0, "a damaged body is always answered");
+}
+
+// ------------------------------------------------------------------------------------------------
 // The suite
 // ------------------------------------------------------------------------------------------------
 
@@ -2099,6 +2256,7 @@ async fn hostile_input_never_crashes_hangs_leaks_or_escapes() {
     failed.extend(part("6 broken heads", broken_heads(&ctx)).await);
     failed.extend(part("9 path tricks", path_tricks(&ctx)).await);
     failed.extend(part("8 connection flood", connection_flood(&ctx, open_files)).await);
+    failed.extend(part("10 random damage", random_damage(&ctx)).await);
     if slow.await.is_err() {
         failed.push("7 slow clients".to_string());
     }

@@ -235,7 +235,6 @@ impl Drop for Secrets {
     }
 }
 
-/// Whether a body key names a secret (`walletPassphrase`, `password`, `prv`, …), any case.
 /// Whether `text` contains the name of a sensitive key anywhere (case-insensitively).
 pub(crate) fn mentions_sensitive_key(text: &[u8]) -> bool {
     let lower = text.to_ascii_lowercase();
@@ -244,6 +243,7 @@ pub(crate) fn mentions_sensitive_key(text: &[u8]) -> bool {
         .any(|key| lower.windows(key.len()).any(|w| w == key.as_bytes()))
 }
 
+/// Whether a body key names a secret (`walletPassphrase`, `password`, `prv`, …), any case.
 pub(crate) fn is_sensitive_key(key: &str) -> bool {
     SENSITIVE_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
 }

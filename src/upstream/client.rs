@@ -216,7 +216,7 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 /// Redirects as superagent follows them: at most [`MAX_REDIRECTS`], after which the last 3xx
-/// answer is the answer (a non-2xx, so an `ApiResponseError` with its status). One difference: a
+/// answer is the answer (relayed by the proxy, an `ApiResponseError` elsewhere). One difference: a
 /// URL already requested in the chain is never requested again, so a redirect loop cannot make a
 /// request (a settlement POST answered `307` to itself, say) reach BitGo twice (spec §11.13).
 fn redirect_policy() -> reqwest::redirect::Policy {

@@ -154,25 +154,6 @@ async fn kill_between_store_write_and_upstream_reply_never_duplicates() {
     assert!(report.records >= 3, "{report:?}");
 }
 
-/// A small seeded generator (xorshift64*), so a failing run can be replayed with `CRASH_SEED`.
-struct Dice(u64);
-
-impl Dice {
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        low + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (high - low)
-    }
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Issue 6 item 5: clients submit settlements through sign-and-forward without pause while
 /// ofc-signer is killed with SIGKILL at random moments and restarted on the same state directory
 /// (`CRASH_KILLS` times, 6 by default). Each client retries its request until it gets an answer, as a
@@ -183,16 +164,8 @@ async fn kill_and_restart_loop_under_load_leaves_no_duplicate_settlement() {
     const CLIENTS: usize = 6;
     let kills = env_number("CRASH_KILLS", 6);
     let per_client = env_number("CRASH_SETTLEMENTS_PER_CLIENT", 10) as usize;
-    let seed = env_number(
-        "CRASH_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1,
-    );
-    println!("CRASH_SEED={seed}");
-    let mut dice = Dice(seed);
+    let mut dice = Dice::seeded_from("CRASH_SEED");
+    let seed = dice.seed;
 
     let sandbox = sandbox_with_trading_account(
         b"crash loop trading account",
@@ -257,7 +230,7 @@ async fn kill_and_restart_loop_under_load_leaves_no_duplicate_settlement() {
         .collect();
 
     for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(dice.between(50, 700))).await;
+        tokio::time::sleep(Duration::from_millis(50 + dice.below(650) as u64)).await;
         child.kill().unwrap();
         child.wait().unwrap();
         let port = free_port();

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, free_port, object_keys, wallet_with};
+use common::{Dice, TOKEN, env_number, free_port, object_keys, sandbox_with_trading_account};
 use ofc_signer::js_json::{self, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};
 use ofc_signer::keys::xprv::{master_xprv_from_seed, public_key_from_extended, xpub_from_xprv};
@@ -2025,18 +2025,6 @@ async fn path_tricks(ctx: &Ctx) {
 /// How many randomly damaged requests part 10 sends (`HOSTILE_MUTATIONS` overrides).
 const MUTATIONS: usize = 3000;
 
-/// A seeded xorshift64* (the seed is printed, `HOSTILE_SEED` replays a run).
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
-    }
-}
-
 /// `body` with one random kind of damage: a byte replaced (by a structural character, a quote, a
 /// control character, a non-ASCII byte or anything), a range removed, duplicated or cut off,
 /// random bytes inserted.
@@ -2083,22 +2071,8 @@ fn express_defined_500(path: &str, body: &JsValue) -> bool {
 }
 
 async fn random_damage(ctx: &Ctx) {
-    let cases = std::env::var("HOSTILE_MUTATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MUTATIONS);
-    let seed = std::env::var("HOSTILE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("hostile: HOSTILE_SEED={seed}");
-    let mut dice = Dice(seed);
+    let cases = env_number("HOSTILE_MUTATIONS", MUTATIONS as u64) as usize;
+    let mut dice = Dice::seeded_from("HOSTILE_SEED");
     let bases: Vec<(String, String)> = vec![
         (
             SIGN_PATH.to_string(),
@@ -2195,13 +2169,9 @@ async fn hostile_input_never_crashes_hangs_leaks_or_escapes() {
     let started = Instant::now();
     let open_files = raise_open_files();
 
-    let sandbox = Sandbox::start().await.unwrap();
-    sandbox.add_token(TOKEN);
-    let xprv = master_xprv_from_seed(b"hostile input suite trading account").unwrap();
-    let xpub = xpub_from_xprv(&xprv).unwrap();
-    let encrypted = envelope::encrypt(PASSPHRASE, &xprv, EnvelopeVersion::V1, None).unwrap();
-    sandbox.add_wallet(wallet_with(WALLET, &xpub, &encrypted));
-    sandbox.add_enterprise(ENTERPRISE, WALLET);
+    const SEED: &[u8] = b"hostile input suite trading account";
+    let sandbox = sandbox_with_trading_account(SEED, ENTERPRISE, WALLET, PASSPHRASE).await;
+    let xpub = xpub_from_xprv(&master_xprv_from_seed(SEED).unwrap()).unwrap();
     let mut server = Server::spawn(&sandbox.url());
     let ctx = Ctx {
         port: server.port,

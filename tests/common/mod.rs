@@ -97,6 +97,42 @@ pub fn wallet_with(wallet_id: &str, xpub: &str, encrypted: &str) -> SandboxWalle
     }
 }
 
+/// A number from the environment variable `name`, else `default` (sizes of randomised tests).
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A seeded xorshift64* for randomised tests. The seed comes from the environment variable
+/// named at creation when it is set, else from the clock, and is printed so that a failing run
+/// can be replayed.
+pub struct Dice {
+    state: u64,
+    pub seed: u64,
+}
+
+impl Dice {
+    pub fn seeded_from(var: &str) -> Dice {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64;
+        let seed = env_number(var, clock) | 1;
+        println!("{var}={seed}");
+        Dice { state: seed, seed }
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        (self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    }
+}
+
 /// A port nothing listens on right now (for a spawned binary's `--port`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

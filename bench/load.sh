@@ -42,6 +42,7 @@ CONCURRENCY="${CONCURRENCY:-1 16 64}"
 NODE_V2_CONCURRENCY="${NODE_V2_CONCURRENCY:-1 16}"   # Node + Argon2id is ~2 req/s: c=64 only times out
 ENVELOPES="${ENVELOPES:-v1 v2}"
 THREADS="${THREADS:-1}"
+ROUNDS="${ROUNDS:-1}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-10}"
 WARMUP_REQUESTS="${WARMUP_REQUESTS:-}"
 OUT="${OUT:-}"
@@ -63,6 +64,8 @@ Usage: bench/load.sh [options]        (each option also has an environment varia
   --node-v2-concurrency LIST  NODE_V2_CONCURRENCY: the same for Node with the v2 wallet (default "1 16")
   --envelopes LIST    ENVELOPES: key envelopes, v1 and/or v2 (default "v1 v2")
   --threads N         THREADS: wrk threads, 1 or 2 (default 1; the machine has $(nproc) cores)
+  --rounds N          ROUNDS: run every row N times, rounds interleaved (ofc-signer, then Node, per
+                      round), and add a table of medians (default 1; shared machines are noisy)
   --timeout S         WRK_TIMEOUT: wrk request timeout in seconds (default 10)
   --warmup N          WARMUP_REQUESTS: requests before each wrk row, the check request included (default 5, 2 with QUICK=1)
   --legacy-token      send the sandbox's legacy bearer token instead of the HMAC token
@@ -84,6 +87,7 @@ while [[ $# -gt 0 ]]; do
     --node-v2-concurrency) NODE_V2_CONCURRENCY="$2"; shift 2 ;;
     --envelopes) ENVELOPES="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --timeout) WRK_TIMEOUT="$2"; shift 2 ;;
     --warmup) WARMUP_REQUESTS="$2"; shift 2 ;;
     --legacy-token) TOKEN="$LEGACY_TOKEN"; shift ;;
@@ -433,22 +437,25 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
 START_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 START_TIME="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 signature_crosscheck
-if (( RUN_OFC )); then
-  cache_modes="warm"
-  if (( HAS_CACHE_FLAGS )); then cache_modes="${CACHE_MODES:-warm keys off}"; else
-    log "this binary has no --metadata-cache-ttl: only its default configuration is measured"; fi
-  for envelope in $ENVELOPES; do
-    for caches in $cache_modes; do
-      for c in $CONCURRENCY; do run_row ofc-signer "$envelope" "$caches" "$c"; done
+cache_modes="warm"
+if (( HAS_CACHE_FLAGS )); then cache_modes="${CACHE_MODES:-warm keys off}"; else
+  (( RUN_OFC )) && log "this binary has no --metadata-cache-ttl: only its default configuration is measured"; fi
+for (( round = 1; round <= ROUNDS; round++ )); do
+  (( ROUNDS == 1 )) || log "round $round of $ROUNDS"
+  if (( RUN_OFC )); then
+    for envelope in $ENVELOPES; do
+      for caches in $cache_modes; do
+        for c in $CONCURRENCY; do run_row ofc-signer "$envelope" "$caches" "$c"; done
+      done
     done
-  done
-fi
-if (( RUN_NODE )); then
-  for envelope in $ENVELOPES; do
-    list="$CONCURRENCY"; [[ "$envelope" == v2 ]] && list="$NODE_V2_CONCURRENCY"
-    for c in $list; do run_row node "$envelope" n/a "$c"; done
-  done
-fi
+  fi
+  if (( RUN_NODE )); then
+    for envelope in $ENVELOPES; do
+      list="$CONCURRENCY"; [[ "$envelope" == v2 ]] && list="$NODE_V2_CONCURRENCY"
+      for c in $list; do run_row node "$envelope" n/a "$c"; done
+    done
+  fi
+done
 END_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- report -------------------------------------------------------------------------------------------
@@ -483,6 +490,7 @@ fi
   [[ -z "$LABEL" ]] || echo "- note: $LABEL"
   echo "- wrk $(wrk --version 2>&1 | head -n1 | awk '{print $2}'), $THREADS thread(s), ${DURATION} s per row, timeout ${WRK_TIMEOUT} s, $WARMUP_REQUESTS warm-up request(s) per row; token: $([[ "$TOKEN" == "$HMAC_TOKEN" ]] && echo "HMAC (v2x…)" || echo "legacy bearer"); payload \`$BENCH_PAYLOAD\`"
   echo "- every server, the sandbox and wrk share the same $(nproc) cores; each row starts a fresh server (peak RSS and startup are per row)"
+  (( ROUNDS == 1 )) || echo "- $ROUNDS rounds: every row below was run $ROUNDS times, in rounds (ofc-signer rows, then Node rows, per round); the ratio column of the full table compares with the last Node row; medians after it"
   (( HAS_CACHE_FLAGS )) || echo "- this ofc-signer binary has no cache flags: \"warm\" is its only configuration"
   echo
   echo "| server | envelope | caches | c | req/s | p50 ms | p99 ms | non-2xx | socket err | peak RSS MiB | startup ms | CPU ms/req server | CPU ms/req sandbox | ofc-signer / node |"
@@ -500,6 +508,41 @@ fi
       }
     }' "$RESULTS"
   echo
+  if (( ROUNDS > 1 )); then
+    echo "Medians over the $ROUNDS rounds (the ratio: median over median):"
+    echo
+    echo "| server | envelope | caches | c | runs | median req/s | min–max req/s | median p99 ms | ofc-signer / node |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '
+      function median(list,    v, m, i, j, t) {
+        m = split(list, v, " ")
+        for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++)
+          if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+        lo = v[1]; hi = v[m]
+        return (m % 2 ? v[(m + 1) / 2] : sprintf("%.2f", (v[m / 2] + v[m / 2 + 1]) / 2))
+      }
+      $5 ~ /^[0-9.]+$/ {
+        key = $1 "\t" $2 "\t" $3 "\t" $4
+        if (!(key in runs)) order[++keys] = key
+        runs[key]++; rps[key] = rps[key] " " $5; p99[key] = p99[key] " " $7
+      }
+      END {
+        for (k = 1; k <= keys; k++) {
+          key = order[k]; split(key, f, "\t")
+          med[key] = median(rps[key]); low[key] = lo; high[key] = hi
+          if (f[1] == "node") nodemed[f[2] "/" f[4]] = med[key]
+        }
+        for (k = 1; k <= keys; k++) {
+          key = order[k]; split(key, f, "\t")
+          ratio = "–"
+          if (f[1] == "ofc-signer" && nodemed[f[2] "/" f[4]] + 0 > 0)
+            ratio = sprintf("%.1f×", med[key] / nodemed[f[2] "/" f[4]])
+          printf "| %s | %s | %s | %s | %d | %s | %s–%s | %s | %s |\n",
+            f[1], f[2], f[3], f[4], runs[key], med[key], low[key], high[key], median(p99[key]), ratio
+        }
+      }' "$RESULTS"
+    echo
+  fi
   awk -F'\t' '$11 ~ /^[0-9.]+$/ { n[$1]++; v[$1, n[$1]] = $11 }
     END {
       for (s in n) {

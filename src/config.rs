@@ -265,6 +265,11 @@ pub struct Cli {
     /// so a revoked token or an upstream change takes effect at once).
     #[arg(long = "metadata-cache-ttl", value_name = "SECONDS")]
     pub metadata_cache_ttl: Option<u64>,
+    /// Under load, the audit log waits up to this many microseconds after a signature for the
+    /// others it expects, so that one fsync makes them all durable; 0: sync at once
+    /// (OFC_SIGNER_AUDIT_COMMIT_DELAY; default 1000).
+    #[arg(long = "audit-commit-delay", value_name = "MICROSECONDS")]
+    pub audit_commit_delay: Option<u64>,
     /// Log line format: text or json (OFC_SIGNER_LOG_FORMAT; default text).
     #[arg(long = "log-format", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -432,6 +437,8 @@ pub struct Operations {
     pub key_cache: crate::keys::unlocked::KeyCacheSettings,
     /// Wallet and keychain documents per access token (zero: off).
     pub metadata_cache_ttl: Duration,
+    /// The longest the audit log waits to gather a batch for one fsync (zero: never).
+    pub audit_commit_delay: Duration,
     pub log_format: LogFormat,
     pub max_connections: usize,
     pub admin_loopback_only: bool,
@@ -442,6 +449,7 @@ impl Default for Operations {
         Operations {
             key_cache: Default::default(),
             metadata_cache_ttl: Duration::ZERO,
+            audit_commit_delay: Duration::from_millis(1),
             log_format: LogFormat::Text,
             max_connections: 10_000,
             admin_loopback_only: false,
@@ -823,6 +831,10 @@ impl Config {
                 .metadata_cache_ttl
                 .or_else(|| env_number(env, "OFC_SIGNER_METADATA_CACHE_TTL", w))
                 .map_or(defaults.metadata_cache_ttl, Duration::from_secs),
+            audit_commit_delay: cli
+                .audit_commit_delay
+                .or_else(|| env_number(env, "OFC_SIGNER_AUDIT_COMMIT_DELAY", w))
+                .map_or(defaults.audit_commit_delay, Duration::from_micros),
             log_format: match cli.log_format {
                 Some(format) => format,
                 None => match env.read("OFC_SIGNER_LOG_FORMAT", &[], w).as_deref() {

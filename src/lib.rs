@@ -16,6 +16,7 @@
 //! | [`network_crypto`] | Go Network connection-key encryption (RSA-OAEP + AES-GCM) |
 //! | [`store`] | durable state: idempotency store and hash-chained audit log |
 //! | [`metrics`] | Prometheus counters and histograms for `GET /metrics` |
+//! | [`log_writer`] | the log sink: lines written in batches by one thread |
 //! | [`js_json`] | pure: V8-exact `JSON.parse` → `JSON.stringify` (payload canonicalisation) |
 //! | [`message_sign`] | pure: Bitcoin signed-message digest and compact recoverable signature |
 //! | [`tools`] | the subcommands (`fetch-keys`, `encrypt`, `decrypt`, `sign`, `verify`, `audit`, `sandbox`) |
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod js_json;
 pub mod keys;
+pub mod log_writer;
 pub mod message_sign;
 pub mod metrics;
 pub mod network_crypto;

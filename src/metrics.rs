@@ -64,6 +64,7 @@ pub struct Metrics {
     upstream_seconds: Histogram,
     audit_records: IntCounter,
     audit_failures: IntCounter,
+    audit_syncs: IntCounter,
     // Totals for the health route.
     signatures_total: AtomicU64,
     failures_total: AtomicU64,
@@ -220,6 +221,11 @@ impl Metrics {
                 "ofc_signer_audit_failures_total",
                 "Audit log appends that failed (the signature was withheld).",
             ),
+            audit_syncs: counter(
+                &registry,
+                "ofc_signer_audit_syncs_total",
+                "Times the audit log was made durable (fdatasync); records_total / syncs_total is the average group commit.",
+            ),
             registry,
             signatures_total: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
@@ -322,9 +328,13 @@ impl Metrics {
         self.kdf_seconds.get_sample_count()
     }
 
-    /// The text exposition, with the levels read now (`unlocked_keys`).
-    pub fn render(&self, unlocked_keys: usize) -> String {
-        self.unlocked_keys.set(unlocked_keys as i64);
+    /// The text exposition, with the levels read now.
+    pub fn render(&self, levels: Levels) -> String {
+        self.unlocked_keys.set(levels.unlocked_keys as i64);
+        // A counter kept by the audit log itself: catch up.
+        let syncs = self.audit_syncs.get();
+        self.audit_syncs
+            .inc_by(levels.audit_syncs.saturating_sub(syncs));
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug here.
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -332,6 +342,15 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What other parts count, read when `/metrics` is rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels {
+    /// Unlocked keys held in the key cache.
+    pub unlocked_keys: usize,
+    /// `fdatasync`s of the audit log so far ([`crate::store::audit::AuditLog::syncs`]).
+    pub audit_syncs: u64,
 }
 
 /// Statuses labelled individually: a `4xx` class would lose the 401/403/409 distinctions that
@@ -410,7 +429,10 @@ mod tests {
         metrics.refusal(Refusal::Authentication);
         metrics.key_cache(true);
         metrics.kdf_time(Duration::from_millis(2));
-        let text = metrics.render(3);
+        let text = metrics.render(Levels {
+            unlocked_keys: 3,
+            audit_syncs: 2,
+        });
         assert_eq!(
             sample(
                 &text,
@@ -451,6 +473,15 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&text, "ofc_signer_unlocked_keys"), Some(3.0));
+        assert_eq!(sample(&text, "ofc_signer_audit_syncs_total"), Some(2.0));
+        // The audit log's count catches up; a counter never goes back.
+        let text = metrics.render(Levels {
+            unlocked_keys: 0,
+            audit_syncs: 5,
+        });
+        assert_eq!(sample(&text, "ofc_signer_audit_syncs_total"), Some(5.0));
+        let text = metrics.render(Levels::default());
+        assert_eq!(sample(&text, "ofc_signer_audit_syncs_total"), Some(5.0));
         assert_eq!(
             sample(&text, "ofc_signer_kdf_duration_seconds_count"),
             Some(1.0)
@@ -466,7 +497,7 @@ mod tests {
         for n in 0..MAX_WALLET_LABELS + 5 {
             metrics.signature(&format!("w{n}"), "signed");
         }
-        let text = metrics.render(0);
+        let text = metrics.render(Levels::default());
         assert_eq!(
             sample(
                 &text,
@@ -478,7 +509,7 @@ mod tests {
         metrics.signature("w0", "signed");
         assert_eq!(
             sample(
-                &metrics.render(0),
+                &metrics.render(Levels::default()),
                 r#"ofc_signer_signatures_total{outcome="signed",wallet="w0"}"#
             ),
             Some(2.0)
@@ -491,12 +522,18 @@ mod tests {
         let first = metrics.in_flight();
         let second = metrics.in_flight();
         assert_eq!(
-            sample(&metrics.render(0), "ofc_signer_requests_in_flight"),
+            sample(
+                &metrics.render(Levels::default()),
+                "ofc_signer_requests_in_flight"
+            ),
             Some(2.0)
         );
         drop((first, second));
         assert_eq!(
-            sample(&metrics.render(0), "ofc_signer_requests_in_flight"),
+            sample(
+                &metrics.render(Levels::default()),
+                "ofc_signer_requests_in_flight"
+            ),
             Some(0.0)
         );
     }

@@ -185,7 +185,9 @@ impl AppState {
             )
         })?;
         let audit_log: Arc<dyn AuditLog> = Arc::new(
-            FileAuditLog::open(state_dir.join(store::AUDIT_FILE)).map_err(|e| e.to_string())?,
+            FileAuditLog::open(state_dir.join(store::AUDIT_FILE))
+                .map_err(|e| e.to_string())?
+                .with_commit_delay(config.operations.audit_commit_delay),
         );
         let idempotency: Option<Arc<dyn IdempotencyStore>> = match &signing {
             Signing::KeyFile(_) => None,
@@ -604,7 +606,11 @@ fn admin(state: &AppState, route: Route) -> Response {
             json_response(status, JsValue::Object(body).to_json())
         }
         Route::Metrics => {
-            let mut response = state.metrics.render(state.key_cache.len()).into_response();
+            let levels = crate::metrics::Levels {
+                unlocked_keys: state.key_cache.len(),
+                audit_syncs: state.audit_log.syncs(),
+            };
+            let mut response = state.metrics.render(levels).into_response();
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

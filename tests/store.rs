@@ -736,9 +736,30 @@ fn audit_verify_subcommand() {
 /// stays one chain, and dropping the log releases it for a reopen at once.
 #[test]
 fn writer_thread_appends_complete_only_when_durable() {
+    appends_complete_only_when_durable(Duration::ZERO, true);
+}
+
+/// The same through the writer thread only, with a commit delay (the server's default is 1 ms;
+/// a long one here, so that the writer does wait for the records it expects): nothing is
+/// acknowledged early or lost, and the appends share far fewer syncs than they are.
+#[test]
+fn writer_thread_with_a_commit_delay_completes_only_when_durable_and_shares_syncs() {
+    let syncs = appends_complete_only_when_durable(Duration::from_secs(2), false);
+    // 8 threads, each with one append at a time: about 8 per sync once the writer has seen
+    // them all; without sharing there would be 400 syncs.
+    assert!(syncs <= 400 / 4, "{syncs} syncs for 400 records");
+}
+
+/// 8 threads append 50 records each, one at a time, through the writer thread (and every 10th
+/// directly, when `direct`). Returns how many syncs the 400 appends took.
+fn appends_complete_only_when_durable(commit_delay: Duration, direct: bool) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(AUDIT_FILE);
-    let log = Arc::new(FileAuditLog::open(&path).unwrap());
+    let log = Arc::new(
+        FileAuditLog::open(&path)
+            .unwrap()
+            .with_commit_delay(commit_delay),
+    );
     let (sender, completions) = std::sync::mpsc::channel();
     let handles: Vec<_> = (0..8u64)
         .map(|t| {
@@ -746,19 +767,23 @@ fn writer_thread_appends_complete_only_when_durable() {
             std::thread::spawn(move || {
                 for n in 0..50 {
                     let id = 5000 + t * 50 + n;
-                    if n % 10 == 0 {
+                    if direct && n % 10 == 0 {
                         log.append(&record(id)).unwrap();
                         continue;
                     }
                     let (path, sender) = (log.path().to_path_buf(), sender.clone());
+                    // One at a time per thread, like a client waiting for its answer.
+                    let (answered, answer) = std::sync::mpsc::channel();
                     log.append_then(
                         record(id),
                         Box::new(move |outcome| {
                             let text = std::fs::read_to_string(path).unwrap();
                             let on_disk = text.contains(&format!("\"requestId\":\"req-{id}\""));
                             sender.send((id, outcome, on_disk)).unwrap();
+                            answered.send(()).unwrap();
                         }),
                     );
+                    answer.recv().unwrap();
                 }
             })
         })
@@ -768,16 +793,19 @@ fn writer_thread_appends_complete_only_when_durable() {
     }
     drop(sender);
     let completed: Vec<_> = completions.iter().collect();
-    assert_eq!(completed.len(), 8 * 45);
+    assert_eq!(completed.len(), if direct { 8 * 45 } else { 400 });
     for (id, outcome, on_disk) in &completed {
         assert_eq!(outcome, &Ok(()), "record {id}");
         assert!(on_disk, "record {id} acknowledged before it was on disk");
     }
+    let syncs = log.syncs();
     drop(Arc::try_unwrap(log).expect("the only handle"));
     assert_eq!(audit::verify(&path).unwrap().records, 400);
     // Reopening right away works: the writer thread has let go of the file and its lock.
     let reopened = FileAuditLog::open(&path).unwrap();
     assert_eq!(reopened.head().0, 400);
+    assert!(syncs > 0 && syncs <= 400, "{syncs} syncs");
+    syncs
 }
 
 #[cfg(target_os = "linux")]

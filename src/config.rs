@@ -994,6 +994,20 @@ mod tests {
     }
 
     #[test]
+    fn audit_commit_delay_in_microseconds_from_flag_env_or_default() {
+        let delay = |args: &[&str], env: &[(&str, &str)]| {
+            resolve(args, env).unwrap().operations.audit_commit_delay
+        };
+        assert_eq!(delay(&[], &[]), Duration::from_millis(1));
+        let env = [("OFC_SIGNER_AUDIT_COMMIT_DELAY", "0")];
+        assert_eq!(delay(&[], &env), Duration::ZERO);
+        assert_eq!(
+            delay(&["--audit-commit-delay", "250"], &env),
+            Duration::from_micros(250)
+        );
+    }
+
+    #[test]
     fn cli_beats_env_beats_default() {
         let config = resolve(
             &["-p", "4000"],

@@ -179,16 +179,25 @@ mod tests {
         }
     }
 
-    fn log_lines(writer: &LineWriter, thread: usize, lines: usize, width: usize) {
-        for n in 0..lines {
-            let line = format!("{thread} {n} {}\n", "x".repeat(width));
-            (&*writer).write_all(line.as_bytes()).unwrap();
-        }
-    }
-
-    /// Every line arrives whole, each thread's in order.
-    fn check(bytes: &[u8], threads: usize, lines: usize, width: usize) {
-        let text = std::str::from_utf8(bytes).unwrap();
+    /// `threads` threads log `lines` lines of `width` characters each through a writer to
+    /// `sink`; then the guard is dropped and every line must have arrived whole, each thread's
+    /// in order.
+    fn log_and_check(sink: &Sink, threads: usize, lines: usize, width: usize) {
+        let (writer, guard) = spawn(sink.clone()).unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let writer = writer.clone();
+                scope.spawn(move || {
+                    for n in 0..lines {
+                        let line = format!("{thread} {n} {}\n", "x".repeat(width));
+                        (&writer).write_all(line.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        drop(guard);
+        let bytes = sink.bytes.lock().unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
         let mut next = vec![0; threads];
         for line in text.lines() {
             let mut parts = line.split(' ');
@@ -204,15 +213,7 @@ mod tests {
     #[test]
     fn lines_from_many_threads_arrive_whole_in_order_and_batched() {
         let sink = Sink::default();
-        let (writer, guard) = spawn(sink.clone()).unwrap();
-        std::thread::scope(|scope| {
-            for thread in 0..4 {
-                let writer = writer.clone();
-                scope.spawn(move || log_lines(&writer, thread, 5_000, 40));
-            }
-        });
-        drop(guard);
-        check(&sink.bytes.lock().unwrap(), 4, 5_000, 40);
+        log_and_check(&sink, 4, 5_000, 40);
         let writes = *sink.writes.lock().unwrap();
         assert!(
             writes < 20_000 / 4,
@@ -226,16 +227,8 @@ mod tests {
             delay: Duration::from_millis(20),
             ..Sink::default()
         };
-        let (writer, guard) = spawn(sink.clone()).unwrap();
         // 2 threads × 2 000 lines × ~1 KiB: over MAX_PENDING_BYTES while the sink sleeps.
-        std::thread::scope(|scope| {
-            for thread in 0..2 {
-                let writer = writer.clone();
-                scope.spawn(move || log_lines(&writer, thread, 2_000, 1_000));
-            }
-        });
-        drop(guard);
-        check(&sink.bytes.lock().unwrap(), 2, 2_000, 1_000);
+        log_and_check(&sink, 2, 2_000, 1_000);
     }
 
     #[test]

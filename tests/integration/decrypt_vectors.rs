@@ -1,9 +1,7 @@
 //! The SDK `decrypt`, `decrypt_wrong_password` and `decrypt_invalid` vectors through
 //! `POST /api/v2/decrypt` over HTTP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{JsObject, JsValue};

@@ -1,11 +1,9 @@
 //! Every SDK `sign` vector through `POST /api/v2/ofc/signPayload` over HTTP against the sandbox
 //! BitGo: v1 and v2 key envelopes, passphrase from the body and from `WALLET_<id>_PASSPHRASE`.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{JsString, JsValue};

@@ -13,9 +13,8 @@
 //! end the process must still be alive and sign normally, its peak RSS must have stayed under
 //! [`PEAK_RSS_LIMIT_KIB`], and its output must show no panic.
 //!
-//! The cases and the server's answers are printed (`cargo test --test hostile -- --nocapture`).
-
-mod common;
+//! The cases and the server's answers are printed
+//! (`cargo test --test integration hostile:: -- --nocapture`).
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +23,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Dice, TOKEN, env_number, free_port, object_keys, sandbox_with_trading_account};
+use crate::common::{
+    Dice, TOKEN, env_number, free_port, object_keys, sandbox_with_trading_account,
+};
 use ofc_signer::js_json::{self, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};
 use ofc_signer::keys::xprv::{master_xprv_from_seed, public_key_from_extended, xpub_from_xprv};

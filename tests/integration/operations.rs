@@ -2,12 +2,10 @@
 //! upstream fetches and key derivations; `/metrics`, liveness, readiness, request ids and the
 //! connection limit.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{JsObject, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};

@@ -2,8 +2,6 @@
 //! `sign` vector (and `sign` against the HTTP route, byte for byte), `encrypt`/`decrypt` round
 //! trips and the SDK `decrypt` vectors, `fetch-keys` against the sandbox BitGo.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{self, JsObject, JsString, JsValue};
 use ofc_signer::keys::envelope;

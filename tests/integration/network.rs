@@ -3,12 +3,10 @@
 //! allocations, deallocations and connections (with connection-key encryption), passthrough of
 //! pre-signed bodies, the idempotency rules, step-named errors, the audit log, fail-closed auditing.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use clap::Parser;
-use common::*;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::js_json::{self, JsObject, JsValue};
 use ofc_signer::sandbox::{Fault, Partner, Sandbox};

@@ -1,8 +1,6 @@
 //! Express's local routes (spec §6): pingexpress, ping, encrypt, decrypt; and the catch-all 404.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{JsObject, JsValue};
 use ofc_signer::sandbox::Fault;

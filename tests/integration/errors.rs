@@ -1,9 +1,7 @@
 //! The signPayload error table of spec §1.7 (normal mode) and the §11 decisions, status and body,
 //! plus what goes over the wire upstream (HMAC headers, legacy tokens, remote signing).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::{JsObject, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};

@@ -1,9 +1,7 @@
 //! The SDK `hmac_request` and `hmac_response` vectors against the HMAC functions ofc-signer signs
 //! and verifies every upstream exchange with (the wire itself is covered by the `flows` vectors).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ofc_signer::js_json::JsValue;
 use ofc_signer::upstream::hmac::{
     AccessToken, AuthVersion, ResponseCheckError, SignedResponse, hmac_hex, request_headers,

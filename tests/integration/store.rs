@@ -268,7 +268,7 @@ fn begin_survives_kill_9() {
     let mut acknowledged_total = 0;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+            .args(["--exact", "store::crash_child", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
             .env(CRASH_DB_VAR, &path)
             .env(CRASH_ROUND_VAR, round.to_string())

@@ -3,15 +3,13 @@
 //! clock, answers with the recorded (HMAC-signed) responses, and the route returns the recorded
 //! result — or the recorded failure (bad response HMAC, stale v3 response).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::*;
 use http_body_util::BodyExt;
 use ofc_signer::config::Env;
 use ofc_signer::js_json::JsValue;

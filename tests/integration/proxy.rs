@@ -2,9 +2,7 @@
 //! Content-Type, `x-bitgo-otp`, `enterprise-id`, URL rebuilding per route, methods, relayed
 //! statuses and bodies, errors, `--disableproxy` — every request HMAC-verified by the sandbox.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::sandbox::{Fault, RecordedRequest};
 

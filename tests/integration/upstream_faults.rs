@@ -9,12 +9,10 @@
 //! fault. Every case must end in a defined Express-shaped error within the configured timeout,
 //! and no request that is not idempotent (a POST) may reach the proxy twice.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ofc_signer::config::Env;
 use ofc_signer::sandbox::Sandbox;
 use ofc_signer::upstream::client::SystemClock;

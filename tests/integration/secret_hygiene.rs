@@ -3,15 +3,13 @@
 //! standard error, the log file, the audit log, every answer and `/metrics` are searched for
 //! them — raw, hex and base64: no hit. Also: core dumps are off for the process.
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use ofc_signer::js_json::{JsObject, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};
 use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};

@@ -2,14 +2,12 @@
 //! vectors, environment and body passphrases, the mode's error table, reload on change, unlock
 //! once, client authentication, and forward mode (§1.3) against a signer-mode instance.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use clap::Parser;
-use common::*;
 use futures::StreamExt;
 use ofc_signer::config::{Cli, Config, Env};
 use ofc_signer::js_json::{JsObject, JsString, JsValue};

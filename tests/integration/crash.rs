@@ -2,12 +2,10 @@
 //! was stored and sent but before BitGo answered; after a restart the retry re-sends the very same
 //! bytes, BitGo ends up with exactly one settlement, and the audit chain verifies.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ofc_signer::sandbox::{Fault, Sandbox};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");

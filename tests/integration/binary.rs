@@ -2,13 +2,11 @@
 //! acceptance invocation with `WALLET_<id>_PASSPHRASE` in the process environment, and `--demo`
 //! with the curl command of BitGo's documentation.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ofc_signer::keys::xprv::{SigningKey, master_xprv_from_seed};
 use ofc_signer::message_sign::verify_message;
 use ofc_signer::sandbox::{DEMO_ENTERPRISE_ID, DEMO_SEED, DOCS_TOKEN, DOCS_WALLET_ID, Sandbox};
@@ -540,7 +538,7 @@ fn healthcheck_probe() {
 /// The environment of a service in `docker-compose.yml` (the `KEY: value` lines under its
 /// `environment:`), read without a YAML library: the file keeps that simple shape.
 fn compose_environment(service: &str) -> Vec<(String, String)> {
-    let compose = include_str!("../docker-compose.yml");
+    let compose = include_str!("../../docker-compose.yml");
     let mut lines = compose
         .lines()
         .skip_while(|l| l.trim_end() != format!("  {service}:"))

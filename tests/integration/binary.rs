@@ -11,8 +11,6 @@ use ofc_signer::keys::xprv::{SigningKey, master_xprv_from_seed};
 use ofc_signer::message_sign::verify_message;
 use ofc_signer::sandbox::{DEMO_ENTERPRISE_ID, DEMO_SEED, DOCS_TOKEN, DOCS_WALLET_ID, Sandbox};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
-
 /// A running binary, killed on drop.
 struct Running {
     child: Child,

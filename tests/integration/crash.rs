@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use ofc_signer::sandbox::{Fault, Sandbox};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 const ENTERPRISE: &str = "c0c0c0c0c0c0c0c0c0c0c0c0";
 const WALLET: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
 const PASSPHRASE: &str = "crash test passphrase";

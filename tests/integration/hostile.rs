@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Dice, TOKEN, env_number, free_port, object_keys, sandbox_with_trading_account,
+    BINARY, Dice, TOKEN, env_number, free_port, object_keys, sandbox_with_trading_account,
 };
 use ofc_signer::js_json::{self, JsValue};
 use ofc_signer::keys::envelope::{self, EnvelopeVersion};
@@ -35,7 +35,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 const WALLET: &str = "4f57113e5d1c4f0f8d9a2b3c4d5e6f70";
 const ENTERPRISE: &str = "5f57113e5d1c4f0f8d9a2b3c";
 /// Long and unusual, so that any echo of it is a real echo.

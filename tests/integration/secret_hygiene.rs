@@ -15,7 +15,6 @@ use ofc_signer::keys::envelope::{self, EnvelopeVersion};
 use ofc_signer::keys::xprv::{master_xprv_from_seed, xpub_from_xprv};
 use ofc_signer::sandbox::Sandbox;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 const WALLET: &str = "5f00000000000000000000000000ab1e";
 const BODY_PASSPHRASE: &str = "hygiene body passphrase 7Qx";
 const ENV_WALLET: &str = "5f00000000000000000000000000ab2e";

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use crate::common::BINARY;
 use ofc_signer::store::audit::{
     self, AuditError, AuditLog, AuditRecord, Broken, FileAuditLog, GENESIS_PREV, VerifyError,
     VerifyFailure,
@@ -16,8 +17,6 @@ use ofc_signer::store::idempotency::{
     Begin, IdempotencyStore, MemoryStore, Outcome, RedbStore, RequestKey, StoreError,
 };
 use ofc_signer::store::{AUDIT_FILE, DEFAULT_STATE_DIR, IDEMPOTENCY_FILE};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
 
 fn key(id: &str) -> RequestKey {
     RequestKey {

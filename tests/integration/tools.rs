@@ -18,8 +18,6 @@ use ofc_signer::sandbox::{Sandbox, SandboxWallet};
 use ofc_signer::upstream::client::SystemClock;
 use ofc_signer::upstream::hmac::AccessToken;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
-
 // ------------------------------------------------------------------------------------------------
 // Harness
 // ------------------------------------------------------------------------------------------------

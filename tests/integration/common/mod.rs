@@ -244,6 +244,9 @@ pub async fn setup(args: &[&str], env: Env) -> Setup {
     Setup { sandbox, signer }
 }
 
+/// The ofc-signer binary Cargo built for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_ofc-signer");
+
 /// An HMAC-capable token (67 characters, `v2x` prefix).
 pub const TOKEN: &str = "v2x5e1c5c5c6b0e6e0a4d27c9f1f0b1e6f4f7f57d4f2e0d0c7b8a9e1f2a3b4c5d6e7";
 

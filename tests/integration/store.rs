@@ -267,6 +267,7 @@ fn begin_survives_kill_9() {
     let mut acknowledged_total = 0;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            // This test binary again, running only the child (test names carry the module path).
             .args(["--exact", "store::crash_child", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
             .env(CRASH_DB_VAR, &path)

@@ -421,12 +421,22 @@ fn sigterm_finishes_in_flight_requests() {
         "Custom root URI:",
     );
     // Every upstream answer now takes 600 ms: the requests below are in flight at the signal.
+    sandbox.clear_requests();
     sandbox.set_fault(Some(ofc_signer::sandbox::Fault::Delay { ms: 600 }));
     let url = format!("http://127.0.0.1:{port}/api/v2/ofc/signPayload");
     let in_flight: Vec<_> = (0..24)
         .map(|_| runtime.spawn(post_json_owned(url.clone(), text(vector, "rawBody"))))
         .collect();
-    std::thread::sleep(Duration::from_millis(250));
+    // The signal goes once all 24 have reached the upstream (recorded on arrival, answered 600
+    // ms later), not after a fixed pause that a loaded machine can outlast.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sandbox.requests().len() < in_flight.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the requests never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pid = running.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());

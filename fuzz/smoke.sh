@@ -14,7 +14,8 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 # `--target` keeps these flags away from build scripts and proc macros.
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks \
+-Dwarnings"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-target}"
 cargo build --profile smoke --locked --bins --target "$triple"
 python3 seed.py

@@ -9,8 +9,7 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 
 use crate::js_json::{JsObject, JsValue};
 
@@ -151,21 +150,6 @@ impl ApiError {
         }
         body
     }
-
-    /// The HTTP response: status, JSON body, redacted.
-    pub fn render(&self, secrets: &Secrets) -> Response {
-        let body = self.body(secrets).to_json();
-        if !self.status.is_success() {
-            tracing::info!(status = self.status.as_u16(), message = %redact_text(&self.message_text(), secrets), "error response");
-        }
-        json_response(self.status, body)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.render(&Secrets::default())
-    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -206,15 +190,44 @@ fn lodash_extend_base(result: &JsValue) -> JsObject {
     }
 }
 
-/// A JSON response with Express's `Content-Type`.
-pub fn json_response(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
+/// The error as an HTTP response (the server's side; the pure core only builds errors).
+#[cfg(feature = "server")]
+mod response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    use super::{ApiError, Secrets, redact_text};
+
+    impl ApiError {
+        /// The HTTP response: status, JSON body, redacted.
+        pub fn render(&self, secrets: &Secrets) -> Response {
+            let body = self.body(secrets).to_json();
+            if !self.status.is_success() {
+                tracing::info!(status = self.status.as_u16(), message = %redact_text(&self.message_text(), secrets), "error response");
+            }
+            json_response(self.status, body)
+        }
+    }
+
+    impl IntoResponse for ApiError {
+        fn into_response(self) -> Response {
+            self.render(&Secrets::default())
+        }
+    }
+
+    /// A JSON response with Express's `Content-Type`.
+    pub fn json_response(status: StatusCode, body: String) -> Response {
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response
+    }
 }
+
+#[cfg(feature = "server")]
+pub use response::json_response;
 
 /// The secret values a request body carried (spec §0.3 redaction). Never logged, never printed.
 #[derive(Default, Clone)]
@@ -236,6 +249,7 @@ impl Drop for Secrets {
 }
 
 /// Whether `text` contains the name of a sensitive key anywhere (case-insensitively).
+#[cfg(feature = "server")]
 pub(crate) fn mentions_sensitive_key(text: &[u8]) -> bool {
     let lower = text.to_ascii_lowercase();
     SENSITIVE_KEYS

@@ -25,22 +25,39 @@
 //! The core ([`js_json`], [`message_sign`], [`keys::envelope`], [`keys::xprv`],
 //! [`upstream::hmac`]) does no I/O and knows nothing about HTTP; the edges know nothing about
 //! cryptography.
+//!
+//! The `server` feature (on by default) is everything that needs the HTTP, TLS, storage, metrics
+//! and command-line crates. Without it (`default-features = false`) the library is the core, the
+//! key sources, [`error`]'s error type and the pure parts of [`routes`] (the request validation
+//! and the proxy's route table): what the fuzz targets link, so they build without the server's
+//! dependency tree.
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod config;
 pub mod error;
 pub mod js_json;
 pub mod keys;
-pub mod log_writer;
 pub mod message_sign;
-pub mod metrics;
-pub mod network_crypto;
 pub mod routes;
-pub mod sandbox;
-pub mod server;
-pub mod store;
-pub mod tls;
-pub mod tools;
 pub mod upstream;
+
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod log_writer;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod network_crypto;
+#[cfg(feature = "server")]
+pub mod sandbox;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
+pub mod tools;

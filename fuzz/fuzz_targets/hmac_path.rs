@@ -2,9 +2,9 @@
 //! method, never a panic; the subject path is ASCII-escaped as `url.parse` escapes it.
 #![no_main]
 
-use axum::http::Method;
+use http::Method;
 use libfuzzer_sys::fuzz_target;
-use ofc_signer::routes::proxy;
+use ofc_signer::routes::proxy_plan;
 use ofc_signer::upstream::hmac::{AuthVersion, request_subject, subject_path};
 
 fuzz_target!(|data: &[u8]| {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Method::PATCH,
     ] {
         for disable_proxy in [false, true] {
-            let _ = proxy::plan(&method, text, disable_proxy);
+            let _ = proxy_plan::plan(&method, text, disable_proxy);
         }
     }
 });

@@ -24,69 +24,12 @@ use crate::keys;
 use crate::keys::keystore::KeyStore;
 use crate::keys::unlocked::{Unlock, UnlockedKey};
 use crate::message_sign::sign_message_hex;
-use crate::routes::validation::Messages;
+pub use crate::routes::validation::{SignPayloadRequest, decode_sign_payload as decode};
 use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
 use crate::upstream::client::encode_path_segment;
 use crate::upstream::external_signer::ExternalSigner;
 use crate::upstream::metadata_cache::MetadataKey;
-
-/// A decoded signPayload request.
-#[derive(Debug)]
-pub struct SignPayloadRequest {
-    pub wallet_id: JsString,
-    /// The exact text that is signed (and echoed back as `payload`).
-    pub payload: JsString,
-    pub wallet_passphrase: Option<Zeroizing<String>>,
-}
-
-/// Decodes the body against the typed route's codec (spec §1.1): `walletId` a non-empty string,
-/// `payload` any JSON value (required), `walletPassphrase` an optional string.
-pub fn decode(body: &JsValue) -> Result<SignPayloadRequest, ApiError> {
-    let Some(object) = body.as_object() else {
-        // A top-level array: every path is empty, so the message is empty (spec §0.4).
-        return Err(ApiError::validation(""));
-    };
-    let mut messages = Messages::default();
-    let wallet_id = match object.get("walletId") {
-        None => {
-            messages.missing("walletId");
-            None
-        }
-        Some(JsValue::String(id)) if !id.is_empty() => Some(id.clone()),
-        Some(other) => {
-            messages.invalid("walletId", "NonEmptyString", other);
-            None
-        }
-    };
-    let payload = match object.get("payload") {
-        None => {
-            messages.missing("payload");
-            None
-        }
-        Some(JsValue::String(text)) => Some(text.clone()),
-        Some(value) => Some(JsString::from(value.to_json())),
-    };
-    let wallet_passphrase = match object.get("walletPassphrase") {
-        None => None,
-        Some(JsValue::String(passphrase)) => {
-            Some(Zeroizing::new(passphrase.to_utf8_lossy().into_owned()))
-        }
-        Some(other) => {
-            messages.invalid("walletPassphrase", "string", other);
-            None
-        }
-    };
-    messages.finish().map_err(ApiError::validation)?;
-    match (wallet_id, payload) {
-        (Some(wallet_id), Some(payload)) => Ok(SignPayloadRequest {
-            wallet_id,
-            payload,
-            wallet_passphrase,
-        }),
-        _ => Err(ApiError::internal("request decoding failed")),
-    }
-}
 
 /// `{"payload": …, "signature": …}` with V8's string escaping; an undefined signature (a remote
 /// signer that answered without one) is omitted, as `JSON.stringify` does.

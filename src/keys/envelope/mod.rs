@@ -23,6 +23,8 @@
 mod v1;
 mod v2;
 
+/// Also Go Network's key decoding ([`crate::network_crypto`]).
+#[cfg(feature = "server")]
 pub(crate) use v2::node_base64;
 
 use std::fmt;

@@ -24,7 +24,7 @@ use crate::keys;
 use crate::keys::keystore::KeyStore;
 use crate::keys::unlocked::{Unlock, UnlockedKey};
 use crate::message_sign::sign_message_hex;
-pub use crate::routes::validation::{SignPayloadRequest, decode_sign_payload as decode};
+use crate::routes::validation::decode_sign_payload;
 use crate::routes::{Caller, TypedBody};
 use crate::server::AppState;
 use crate::upstream::client::encode_path_segment;
@@ -51,7 +51,7 @@ pub async fn handle(
     parts: &Parts,
     body: &mut TypedBody,
 ) -> Result<Response, ApiError> {
-    let request = decode(&body.value)?;
+    let request = decode_sign_payload(&body.value)?;
     let caller = Caller::from_headers(&parts.headers);
     let wallet_id = request.wallet_id.to_utf8_lossy().into_owned();
     let signed = sign_with_wallet(
@@ -319,7 +319,7 @@ pub async fn handle_signer_mode(
     parts: &Parts,
     body: &mut TypedBody,
 ) -> Result<Response, ApiError> {
-    let request = decode(&body.value)?;
+    let request = decode_sign_payload(&body.value)?;
     // Step 1: falsy payloads are refused in this mode.
     if !body.value.get("payload").is_some_and(JsValue::is_truthy) {
         return Err(ApiError::api_response(
@@ -379,7 +379,7 @@ pub async fn handle_forward(
     signer: &ExternalSigner,
     body: &TypedBody,
 ) -> Result<Response, ApiError> {
-    decode(&body.value)?;
+    decode_sign_payload(&body.value)?;
     let wallet_id = body.value.get("walletId").cloned().unwrap_or(JsValue::Null);
     let payload = body.value.get("payload").cloned().unwrap_or(JsValue::Null);
     let answer = signer.sign(&wallet_id, &payload).await?;
@@ -392,7 +392,9 @@ mod tests {
     use crate::js_json::parse;
 
     fn error_of(body: &str) -> String {
-        decode(&parse(body).unwrap()).unwrap_err().message_text()
+        decode_sign_payload(&parse(body).unwrap())
+            .unwrap_err()
+            .message_text()
     }
 
     #[test]
@@ -434,7 +436,7 @@ mod tests {
 
     #[test]
     fn payload_strings() {
-        let decoded = |body: &str| decode(&parse(body).unwrap()).unwrap().payload;
+        let decoded = |body: &str| decode_sign_payload(&parse(body).unwrap()).unwrap().payload;
         assert_eq!(
             decoded(r#"{"walletId":"w","payload":"hello world"}"#),
             "hello world"

@@ -1,7 +1,7 @@
 //! `ofc-signer sign`: signPayload offline, from a signer key file (spec §1.5, §1.6, §2).
 //!
 //! The payload argument is the JSON text of the request's `payload` value and is canonicalised by
-//! the route's own decoder ([`routes::sign_payload::decode`](crate::routes::sign_payload::decode)):
+//! the route's own decoder ([`decode_sign_payload`](crate::routes::validation::decode_sign_payload)):
 //! a JSON string is signed verbatim, any other value as V8's `JSON.stringify` of it. The output is
 //! the route's exact body, `{"payload":…,"signature":…}`
 //! ([`response_body`](crate::routes::sign_payload::response_body)).
@@ -19,7 +19,8 @@ use crate::keys::envelope;
 use crate::keys::keystore::{missing_wallet, parse_key_file};
 use crate::keys::xprv::SigningKey;
 use crate::message_sign::sign_message_hex;
-use crate::routes::sign_payload::{decode, response_body};
+use crate::routes::sign_payload::response_body;
+use crate::routes::validation::decode_sign_payload;
 use crate::tools::ToolError;
 use crate::tools::io::{self, PASSPHRASE_VAR};
 
@@ -56,7 +57,7 @@ pub fn payload_string(payload_json: &str) -> Result<JsString, String> {
     let mut body = JsObject::new();
     body.insert("walletId", "-");
     body.insert("payload", value);
-    decode(&JsValue::Object(body))
+    decode_sign_payload(&JsValue::Object(body))
         .map(|request| request.payload)
         .map_err(|e| e.message_text())
 }

@@ -7,6 +7,7 @@
 #   bench/load.sh                      # full run (DURATION=10 s per row)
 #   QUICK=1 bench/load.sh              # smoke test (3 s per row)
 #   NODE=0 bench/load.sh               # ofc-signer only
+#   bench/load.sh --profile            # also: where ofc-signer's CPU time goes (perf), per row
 #   bench/load.sh --help               # all options (environment variables and flags)
 set -euo pipefail
 
@@ -48,6 +49,8 @@ WARMUP_REQUESTS="${WARMUP_REQUESTS:-}"
 OUT="${OUT:-}"
 KEEP="${KEEP:-0}"
 LABEL="${LABEL:-}"
+PROFILE="${PROFILE:-0}"
+PROFILE_HZ="${PROFILE_HZ:-999}"
 TOKEN="$HMAC_TOKEN"
 RUN_OFC=1
 
@@ -72,6 +75,10 @@ Usage: bench/load.sh [options]        (each option also has an environment varia
   --out FILE          OUT: results file (default bench/results/<UTC date>-<host>.md, -quick.md with QUICK=1)
   --label TEXT        LABEL: a note for the results file (e.g. what the binary was built from)
   --keep              KEEP=1: keep the work directory (server logs, wrk output)
+  --profile           PROFILE=1: sample the whole machine with \`perf record -a\` (PROFILE_HZ, default
+                      999 Hz) during each ofc-signer row and add to the results how the cores'
+                      time was shared and where ofc-signer's CPU time went (needs root or
+                      perf_event_paranoid <= 0; installs perf with apt-get if missing)
 EOF
 }
 
@@ -94,6 +101,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --label) LABEL="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --profile) PROFILE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -198,20 +206,25 @@ signature_of() { sed -n 's/.*"signature":"\([0-9a-f]*\)".*/\1/p' <<<"$1"; }
 wallet_of() { if [[ "$1" == v2 ]]; then echo "$V2_WALLET"; else echo "$V1_WALLET"; fi; }
 
 # --- prerequisites --------------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  SUDO=()
+apt_install() {  # apt_install PACKAGE COMMAND: installs PACKAGE with apt-get unless COMMAND exists
+  local package="$1" command="$2" sudo=()
+  command -v "$command" >/dev/null && return 0
   if (( EUID != 0 )); then
-    command -v sudo >/dev/null || die "wrk is missing and this is not root and there is no sudo: install wrk"
-    SUDO=(sudo)
+    command -v sudo >/dev/null || die "$command is missing and this is not root and there is no sudo: install $package"
+    sudo=(sudo)
   fi
-  log "installing wrk (${SUDO[*]:-} apt-get install -y wrk)"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null \
-    || { "${SUDO[@]}" apt-get update >/dev/null \
-         && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; } \
-    || die "could not install wrk with apt-get"
-  command -v wrk >/dev/null || die "wrk is still missing after apt-get install"
-fi
+  log "installing $package (${sudo[*]:-} apt-get install -y $package)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$package" >/dev/null \
+    || { "${sudo[@]}" apt-get update >/dev/null \
+         && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$package" >/dev/null; } \
+    || die "could not install $package with apt-get"
+  command -v "$command" >/dev/null || die "$command is still missing after apt-get install $package"
+}
+apt_install wrk wrk
 command -v curl >/dev/null || die "curl is required"
+[[ "$PROFILE" == 1 ]] && PROFILE=1 || PROFILE=0
+[[ "$PROFILE_HZ" =~ ^[1-9][0-9]*$ ]] || die "PROFILE_HZ must be a whole number: $PROFILE_HZ"
+(( PROFILE )) && apt_install linux-perf perf
 
 if [[ -z "$BINARY" ]]; then
   log "cargo build --release (in $REPO_DIR)"
@@ -359,6 +372,65 @@ per_request_ms() {  # per_request_ms TICKS REQUESTS
   awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else printf "–" }'
 }
 
+# profile_summary PERF_DATA LABEL SERVER_PID: from a machine-wide `perf record -a`, how the
+# cores' time was shared (ofc-signer, the sandbox, wrk, idle) and where ofc-signer's own CPU time
+# went (self time per symbol, grouped), as markdown appended to $PROFILES. Self time only: the
+# release build has no frame pointers, so call stacks are not recorded.
+PROFILES="$WORK/profiles.md"
+: >"$PROFILES"
+profile_summary() {
+  local data="$1" label="$2" pid="$3" samples
+  samples="$(perf script -i "$data" -F comm,pid,ip,sym,dso 2>/dev/null)" \
+    || { log "$label: perf script failed"; return 0; }
+  {
+    echo "### $label"
+    echo
+    awk -v server="$pid" -v sandbox="$SANDBOX_PID" '
+      NF < 4 { next }
+      {
+        all++
+        if ($2 == 0) { idle++; next }
+        if ($2 == sandbox) { sb++; next }
+        if ($1 == "wrk") { wrk++; next }
+        if ($2 != server) next
+        mine++
+        dso = $NF; gsub(/^\(|\)$/, "", dso); sub(/.*\//, "", dso)
+        sym = $4; for (i = 5; i < NF; i++) sym = sym " " $i
+        if (sym ~ /^rustsecp256k1_/) group = "libsecp256k1 (ECDSA signing)"
+        else if (sym ~ /sha2::|pbkdf2|argon2|blake2|aes|ccm|gcm|ghash|polyval/) group = "KDF and ciphers (SHA-256, PBKDF2, Argon2id, AES)"
+        else if (dso ~ /kernel/) group = "kernel (loopback TCP, epoll, futex, fdatasync, scheduling)"
+        else if (sym ~ /^_?mi_/) group = "allocator (mimalloc)"
+        else if (sym ~ /hyper|tokio|axum|tower|httparse|http::|h2::|bytes::/) group = "HTTP and async runtime (hyper, axum, tokio)"
+        else if (sym ~ /ofc_signer::/) group = "ofc-signer code"
+        else if (dso ~ /^libc/) group = "libc (memcpy, syscall stubs)"
+        else group = "other"
+        share[group]++; count[dso "\t" sym]++
+      }
+      function pct(n) { return sprintf("%.1f%%", 100 * n / (all ? all : 1)) }
+      END {
+        printf "%d samples on all cores: ofc-signer %s, sandbox %s, wrk %s, idle %s, the rest %s.\n\n",
+          all, pct(mine), pct(sb), pct(wrk), pct(idle), pct(all - mine - sb - wrk - idle)
+        if (!mine) exit
+        printf "ofc-signer'"'"'s own CPU time (%d samples):\n\n| share | where |\n|---:|---|\n", mine
+        k = 0
+        for (g in share) order[++k] = g
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+          if (share[order[j]] > share[order[i]]) { t = order[i]; order[i] = order[j]; order[j] = t }
+        for (i = 1; i <= k; i++) printf "| %.1f%% | %s |\n", 100 * share[order[i]] / mine, order[i]
+        printf "\nTop symbols (self time, share of ofc-signer'"'"'s samples):\n\n| self | object | symbol |\n|---:|---|---|\n"
+        for (i = 1; i <= 12; i++) {
+          best = ""
+          for (key in count) if (best == "" || count[key] > count[best]) best = key
+          if (best == "") break
+          split(best, f, "\t")
+          printf "| %.1f%% | %s | `%s` |\n", 100 * count[best] / mine, f[1], substr(f[2], 1, 90)
+          delete count[best]
+        }
+        print ""
+      }' <<<"$samples"
+  } >>"$PROFILES"
+}
+
 RESULTS="$WORK/results.tsv"  # server envelope caches c rps p50 p99 non2xx sockerr rss startup cpu_srv cpu_sb statuses duration
 : >"$RESULTS"
 
@@ -382,7 +454,13 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
   for (( i = 1; i < WARMUP_REQUESTS; i++ )); do sign "$url" "$wallet" "$BENCH_PAYLOAD" >/dev/null; done
 
   local threads=$(( THREADS < conns ? THREADS : conns ))
-  local cpu_srv0 cpu_sb0 cpu_srv1 cpu_sb1 wrk_pid
+  local cpu_srv0 cpu_sb0 cpu_srv1 cpu_sb1 wrk_pid perf_pid=""
+  if (( PROFILE )) && [[ "$server" == ofc-signer ]]; then
+    perf record -q -a -F "$PROFILE_HZ" -o "$WORK/$name.perf" -- sleep "$duration" \
+      >"$WORK/$name.perf.log" 2>&1 &
+    perf_pid=$!
+    PIDS+=("$perf_pid")
+  fi
   cpu_srv0="$(cpu_ticks "$pid")"; cpu_sb0="$(cpu_ticks "$SANDBOX_PID")"
   log "$label: wrk -t$threads -c$conns -d${duration}s (startup ${SRV_STARTUP_MS} ms)"
   # In the background and waited for, so that Ctrl-C / TERM reach the trap at once.
@@ -393,6 +471,10 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
   PIDS+=("$wrk_pid")
   wait "$wrk_pid" || log "$label: wrk exited with status $?"
   forget_pid "$wrk_pid"
+  if [[ -n "$perf_pid" ]]; then
+    wait "$perf_pid" || { log "$label: perf record failed:"; cat "$WORK/$name.perf.log" >&2; }
+    forget_pid "$perf_pid"
+  fi
   cpu_srv1="$(cpu_ticks "$pid")"; cpu_sb1="$(cpu_ticks "$SANDBOX_PID")"
   local rss_kib
   rss_kib="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
@@ -429,6 +511,7 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
     "$(awk -v k="$rss_kib" 'BEGIN { printf "%.1f", k / 1024 }')" \
     "$SRV_STARTUP_MS" "$cpu_srv" "$cpu_sb" "$statuses" "$duration" >>"$RESULTS"
   log "$label: $rps req/s, p50 $(( p50 / 1000 )) ms, p99 $(( p99 / 1000 )) ms, non-2xx $(( non2xx + bad )), socket errors $sockerr, peak RSS $(( rss_kib / 1024 )) MiB"
+  if [[ -s "$WORK/$name.perf" ]]; then profile_summary "$WORK/$name.perf" "$label, $rps req/s" "$pid"; fi
   if (( non2xx + bad > 0 )); then log "$label: NON-2xx ANSWERS: $statuses (server log: $SRV_LOG)"; KEEP=1; fi
   rm -rf "$WORK/state-$name"
 }
@@ -557,6 +640,11 @@ fi
   echo
   awk -F'\t' '{ printf "- %s %s caches=%s c=%s: %s\n", $1, $2, $3, $4, ($14 == "" ? "–" : $14) }' "$RESULTS"
   echo
+  if [[ -s "$PROFILES" ]]; then
+    echo "## Where the time goes (\`perf record -a -F $PROFILE_HZ\` during each ofc-signer row; self time)"
+    echo
+    cat "$PROFILES"
+  fi
   echo "Signature cross-check before the runs (RFC 6979: deterministic, must be identical):"
   echo
   cat "$SIGCHECK"

@@ -65,6 +65,7 @@ pub struct Metrics {
     audit_records: IntCounter,
     audit_failures: IntCounter,
     audit_syncs: IntCounter,
+    audit_sync_seconds: Histogram,
     // Totals for the health route.
     signatures_total: AtomicU64,
     failures_total: AtomicU64,
@@ -226,6 +227,11 @@ impl Metrics {
                 "ofc_signer_audit_syncs_total",
                 "Times the audit log was made durable (fdatasync); records_total / syncs_total is the average group commit.",
             ),
+            audit_sync_seconds: histogram(
+                &registry,
+                "ofc_signer_audit_sync_duration_seconds",
+                "Write + fdatasync of one audit batch: every answered signature waited for one (the disk's flush latency).",
+            ),
             registry,
             signatures_total: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
@@ -281,6 +287,11 @@ impl Metrics {
     pub fn refusal(&self, reason: Refusal) {
         self.refusals_total.fetch_add(1, Ordering::Relaxed);
         self.refusals.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// One audit batch took `elapsed` to write and make durable.
+    pub fn audit_sync_time(&self, elapsed: Duration) {
+        self.audit_sync_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// One key derivation took `elapsed`.
@@ -429,6 +440,7 @@ mod tests {
         metrics.refusal(Refusal::Authentication);
         metrics.key_cache(true);
         metrics.kdf_time(Duration::from_millis(2));
+        metrics.audit_sync_time(Duration::from_micros(300));
         let text = metrics.render(Levels {
             unlocked_keys: 3,
             audit_syncs: 2,
@@ -474,6 +486,20 @@ mod tests {
         );
         assert_eq!(sample(&text, "ofc_signer_unlocked_keys"), Some(3.0));
         assert_eq!(sample(&text, "ofc_signer_audit_syncs_total"), Some(2.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"ofc_signer_audit_sync_duration_seconds_bucket{le="0.00025"}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"ofc_signer_audit_sync_duration_seconds_bucket{le="0.0005"}"#
+            ),
+            Some(1.0)
+        );
         // The audit log's count catches up; a counter never goes back.
         let text = metrics.render(Levels {
             unlocked_keys: 0,

@@ -184,10 +184,12 @@ impl AppState {
                 state_dir.display()
             )
         })?;
+        let sync_metrics = metrics.clone();
         let audit_log: Arc<dyn AuditLog> = Arc::new(
             FileAuditLog::open(state_dir.join(store::AUDIT_FILE))
                 .map_err(|e| e.to_string())?
-                .with_commit_delay(config.operations.audit_commit_delay),
+                .with_commit_delay(config.operations.audit_commit_delay)
+                .with_sync_observer(move |elapsed| sync_metrics.audit_sync_time(elapsed)),
         );
         let idempotency: Option<Arc<dyn IdempotencyStore>> = match &signing {
             Signing::KeyFile(_) => None,

@@ -449,7 +449,13 @@ struct LogFile {
     synced: Condvar,
     /// Successful `fdatasync`s.
     syncs: AtomicU64,
+    /// Told how long each successful batch took to write and sync
+    /// ([`FileAuditLog::with_sync_observer`]).
+    sync_observer: OnceLock<SyncObserver>,
 }
+
+/// What [`FileAuditLog::with_sync_observer`] calls after each successful write + `fdatasync`.
+pub type SyncObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 struct Writer {
     inbox: Arc<Inbox>,
@@ -681,6 +687,7 @@ impl FileAuditLog {
                 }),
                 synced: Condvar::new(),
                 syncs: AtomicU64::new(0),
+                sync_observer: OnceLock::new(),
             }),
             truncated,
             commit_delay: Duration::ZERO,
@@ -694,6 +701,13 @@ impl FileAuditLog {
     /// every sync starts as soon as the previous one ended.
     pub fn with_commit_delay(mut self, delay: Duration) -> FileAuditLog {
         self.commit_delay = delay;
+        self
+    }
+
+    /// Has `observe` told, after each batch made durable, how long its `write` + `fdatasync`
+    /// took (e.g. for a latency histogram). Set once; a second observer is ignored.
+    pub fn with_sync_observer(self, observe: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        let _ = self.log.sync_observer.set(Box::new(observe));
         self
     }
 
@@ -768,10 +782,14 @@ impl LogFile {
             let batch_last = state.seq;
             state.syncing = true;
             drop(state);
+            let started = Instant::now();
             let written = (&self.file)
                 .write_all(&batch)
                 .map_err(|e| ("write", e))
                 .and_then(|()| self.file.sync_data().map_err(|e| ("sync", e)));
+            if let (Ok(()), Some(observe)) = (&written, self.sync_observer.get()) {
+                observe(started.elapsed());
+            }
             state = self.lock()?;
             state.syncing = false;
             match written {

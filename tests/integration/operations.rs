@@ -325,6 +325,19 @@ async fn metrics_parse_and_count_what_happened() {
         sample(&scrape, "ofc_signer_audit_records_total", &[]),
         Some(3.0)
     );
+    // One at a time: each signature had a sync of its own, and each sync was timed.
+    assert_eq!(
+        sample(&scrape, "ofc_signer_audit_syncs_total", &[]),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&scrape, "ofc_signer_audit_sync_duration_seconds_count", &[]),
+        Some(3.0)
+    );
+    assert!(
+        sample(&scrape, "ofc_signer_audit_sync_duration_seconds_sum", &[])
+            .is_some_and(|seconds| seconds > 0.0)
+    );
     assert!(
         sample(
             &scrape,

@@ -843,6 +843,31 @@ fn appends_complete_only_when_durable(commit_delay: Duration, direct: bool) {
     assert_eq!(reopened.head().0, 400);
 }
 
+#[test]
+fn the_sync_observer_times_every_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(AUDIT_FILE);
+    let timed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = timed.clone();
+    let log = FileAuditLog::open(&path)
+        .unwrap()
+        .with_sync_observer(move |elapsed| seen.lock().unwrap().push(elapsed));
+    for n in 0..3 {
+        log.append(&record(n)).unwrap();
+    }
+    // And through the writer thread.
+    let (sender, outcomes) = std::sync::mpsc::channel();
+    log.append_then(
+        record(3),
+        Box::new(move |outcome| sender.send(outcome).unwrap()),
+    );
+    assert_eq!(outcomes.recv().unwrap(), Ok(()));
+    let timed = timed.lock().unwrap().clone();
+    assert_eq!(timed.len(), 4);
+    assert_eq!(log.syncs(), 4);
+    assert!(timed.iter().all(|elapsed| *elapsed > Duration::ZERO));
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn writer_thread_reports_a_failed_write_and_refuses_later_appends() {

@@ -433,6 +433,42 @@ profile_summary() {
 
 RESULTS="$WORK/results.tsv"  # server envelope caches c rps p50 p99 non2xx sockerr rss startup cpu_srv cpu_sb statuses duration
 : >"$RESULTS"
+DETAILS="$WORK/details.tsv"  # server envelope caches c busy% idle% iowait% steal% records/sync sync-ms
+: >"$DETAILS"
+
+# The machine's CPU time so far (all cores, /proc/stat): "busy idle iowait steal" in ticks
+# (busy = user + nice + system + irq + softirq).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5, $6, $9; exit }' /proc/stat; }
+# machine_shares BEFORE AFTER: "busy% idle% iowait% steal%" between two machine_ticks.
+machine_shares() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); t = 0
+    for (i = 1; i <= 4; i++) { d[i] = y[i] - x[i]; t += d[i] }
+    if (t <= 0) { print "–\t–\t–\t–"; exit }
+    printf "%.0f\t%.0f\t%.0f\t%.0f\n", 100 * d[1] / t, 100 * d[2] / t, 100 * d[3] / t, 100 * d[4] / t
+  }'
+}
+# The audit log's counters from ofc-signer's /metrics: "records syncs sync_seconds_sum timed_syncs"
+# (the last two are empty for a binary without ofc_signer_audit_sync_duration_seconds).
+audit_counters() {
+  curl -s --max-time 5 "$1/metrics" | awk '
+    $1 == "ofc_signer_audit_records_total" { r = $2 }
+    $1 == "ofc_signer_audit_syncs_total" { s = $2 }
+    $1 == "ofc_signer_audit_sync_duration_seconds_sum" { sum = $2 }
+    $1 == "ofc_signer_audit_sync_duration_seconds_count" { n = $2 }
+    END { print r + 0, s + 0, sum, n }' || echo "0 0"
+}
+# audit_shares BEFORE AFTER: "records-per-sync<TAB>mean-sync-ms" between two audit_counters.
+audit_shares() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    na = split(a, x, " "); nb = split(b, y, " ")
+    syncs = y[2] - x[2]
+    rps = (syncs > 0 ? sprintf("%.1f", (y[1] - x[1]) / syncs) : "–")
+    ms = "–"
+    if (na >= 4 && nb >= 4 && y[4] - x[4] > 0) ms = sprintf("%.2f", 1000 * (y[3] - x[3]) / (y[4] - x[4]))
+    printf "%s\t%s\n", rps, ms
+  }'
+}
 
 run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
   local server="$1" envelope="$2" caches="$3" conns="$4" duration="$DURATION"
@@ -461,6 +497,9 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
     perf_pid=$!
     PIDS+=("$perf_pid")
   fi
+  local machine0 machine1 audit0="" audit1=""
+  [[ "$server" == ofc-signer ]] && audit0="$(audit_counters "$url")"
+  machine0="$(machine_ticks)"
   cpu_srv0="$(cpu_ticks "$pid")"; cpu_sb0="$(cpu_ticks "$SANDBOX_PID")"
   log "$label: wrk -t$threads -c$conns -d${duration}s (startup ${SRV_STARTUP_MS} ms)"
   # In the background and waited for, so that Ctrl-C / TERM reach the trap at once.
@@ -476,6 +515,8 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
     forget_pid "$perf_pid"
   fi
   cpu_srv1="$(cpu_ticks "$pid")"; cpu_sb1="$(cpu_ticks "$SANDBOX_PID")"
+  machine1="$(machine_ticks)"
+  [[ "$server" == ofc-signer ]] && audit1="$(audit_counters "$url")"
   local rss_kib
   rss_kib="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
   kill -0 "$pid" 2>/dev/null || log "$label: THE SERVER DIED during the run (log: $SRV_LOG)"
@@ -510,6 +551,9 @@ run_row() {  # run_row SERVER ENVELOPE CACHES CONCURRENCY
     "$(( non2xx + bad ))" "$sockerr" \
     "$(awk -v k="$rss_kib" 'BEGIN { printf "%.1f", k / 1024 }')" \
     "$SRV_STARTUP_MS" "$cpu_srv" "$cpu_sb" "$statuses" "$duration" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$envelope" "$caches" "$conns" \
+    "$(machine_shares "$machine0" "$machine1")" \
+    "$( [[ -n "$audit0" ]] && audit_shares "$audit0" "$audit1" || printf '–\t–' )" >>"$DETAILS"
   log "$label: $rps req/s, p50 $(( p50 / 1000 )) ms, p99 $(( p99 / 1000 )) ms, non-2xx $(( non2xx + bad )), socket errors $sockerr, peak RSS $(( rss_kib / 1024 )) MiB"
   if [[ -s "$WORK/$name.perf" ]]; then profile_summary "$WORK/$name.perf" "$label, $rps req/s" "$pid"; fi
   if (( non2xx + bad > 0 )); then log "$label: NON-2xx ANSWERS: $statuses (server log: $SRV_LOG)"; KEEP=1; fi
@@ -624,6 +668,14 @@ fi
             f[1], f[2], f[3], f[4], runs[key], med[key], low[key], high[key], median(p99[key]), ratio
         }
       }' "$RESULTS"
+    echo
+  fi
+  if [[ -s "$DETAILS" ]]; then
+    echo "During each row's wrk run: how the machine's CPU time (all $(nproc) cores, \`/proc/stat\`) was spent, and for ofc-signer the audit log's group commit (\`/metrics\`: records per \`fdatasync\`, and the mean write + \`fdatasync\` time of a batch, which every answer waited for):"
+    echo
+    echo "| server | envelope | caches | c | busy % | idle % | iowait % | steal % | records per sync | mean sync ms |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$DETAILS"
     echo
   fi
   awk -F'\t' '$11 ~ /^[0-9.]+$/ { n[$1]++; v[$1, n[$1]] = $11 }
